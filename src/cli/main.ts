@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+/**
+ * The vfio-engine command line.
+ *
+ *   vfio-engine probe    what this host's kernel offers (iommufd, VFIO, groups, devices, memlock)
+ *   vfio-engine uapi     the ioctl numbers and struct sizes the engine speaks (Linux 6.12)
+ */
+import { LinuxPort } from '../port/linux.js';
+import { IOCTLS, STRUCTS } from '../uapi/index.js';
+import { probeHost } from './probe.js';
+
+const USAGE = `usage: vfio-engine <command>
+
+commands:
+  probe   survey this host's kernel: iommufd, the legacy VFIO container, IOMMU groups,
+          devices bound to vfio-pci, RLIMIT_MEMLOCK
+  uapi    list the ioctls (number, fd kind, argument) and struct sizes the engine uses
+  help    this text
+`;
+
+function main(argv: string[]): number {
+  const cmd = argv[0] ?? 'help';
+  switch (cmd) {
+    case 'probe': {
+      const lines = probeHost(new LinuxPort());
+      const w = Math.max(...lines.map((l) => l.what.length));
+      for (const l of lines) console.log(`${l.ok ? 'ok  ' : 'no  '} ${l.what.padEnd(w)}  ${l.detail}`);
+      return 0;
+    }
+    case 'uapi': {
+      for (const io of IOCTLS) {
+        const arg =
+          io.arg.kind === 'struct'
+            ? `struct ${io.arg.struct.name} (${io.arg.struct.size} bytes)`
+            : io.arg.kind;
+        console.log(`0x${io.request.toString(16)}  ${io.name.padEnd(36)} ${io.fd.padEnd(9)} ${arg}`);
+      }
+      console.log(`${STRUCTS.length} struct layouts, ${IOCTLS.length} ioctls`);
+      return 0;
+    }
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return 0;
+    default:
+      process.stderr.write(`vfio-engine: unknown command '${cmd}'\n${USAGE}`);
+      return 2;
+  }
+}
+
+process.exitCode = main(process.argv.slice(2));

@@ -1,0 +1,19 @@
+/**
+ * vfio-engine: keeps the IOMMU DMA mappings of VFIO-assigned devices in step with a
+ * virtual machine's memory map. This entry point exports the layers that exist so far:
+ * the Linux uapi layer and the syscall port.
+ */
+export * from './uapi/index.js';
+export { SyscallError, type ErrorFields, type SerializedSyscallError } from './port/errors.js';
+export { LinuxPort } from './port/linux.js';
+export {
+  MAP,
+  MFD,
+  O,
+  PROT,
+  RLIMIT,
+  RLIM_INFINITY,
+  type IoctlArg,
+  type Rlimit,
+  type SyscallPort,
+} from './port/port.js';

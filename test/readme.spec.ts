@@ -1,0 +1,30 @@
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+describe('README', function () {
+  this.timeout(30_000);
+
+  it('shows examples/uapi-port.mjs verbatim, and the example runs', function () {
+    const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    const example = fs.readFileSync(path.join(root, 'examples/uapi-port.mjs'), 'utf8');
+    expect(readme).to.include(example.trimEnd());
+    const out = execFileSync(process.execPath, [path.join(root, 'examples/uapi-port.mjs')], {
+      encoding: 'utf8',
+    });
+    // Without /dev/iommu the kernel answers ENOTTY; with it, ENOENT (IOAS 1 does not exist).
+    expect(out).to.match(
+      /^(ENOTTY|ENOENT): IOMMU_IOAS_MAP failed: .* ioas_id=1 flags=7 iova=0x100000 length=0x200000 /,
+    );
+  });
+
+  it('names the quick start commands and the test command', function () {
+    const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    expect(readme).to.include('npm ci && npm start');
+    expect(readme).to.include('npm test');
+  });
+});
