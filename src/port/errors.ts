@@ -4,6 +4,7 @@
  * says which IOAS, which range and why.
  */
 import { errnoMessage, errnoName } from '../uapi/errno.js';
+import type { Ioctl } from '../uapi/layout.js';
 
 /** The request fields an error carries (ids, flags, IOVAs, lengths, paths). */
 export type ErrorFields = Readonly<Record<string, number | bigint | string>>;
@@ -58,4 +59,20 @@ function formatFields(fields: ErrorFields): string {
     return `${k}=${v}`;
   });
   return parts.length ? ` [${parts.join(' ')}]` : '';
+}
+
+/** The fields of a failed ioctl request that its declaration names (read only on the error path). */
+export function requestFields(
+  fd: number,
+  req: Ioctl,
+  arg: Uint8Array | number | string | undefined,
+): ErrorFields {
+  const out: Record<string, number | bigint | string> = { fd };
+  if (req.arg.kind === 'struct' && arg instanceof Uint8Array && arg.byteLength >= req.arg.struct.size) {
+    const all = req.arg.struct.decode(arg);
+    for (const k of req.keyFields) if (k in all) out[k] = all[k]!;
+  } else if (typeof arg === 'number' || typeof arg === 'string') {
+    out.arg = arg;
+  }
+  return out;
 }

@@ -10,7 +10,7 @@
  */
 import koffi from 'koffi';
 import type { Ioctl } from '../uapi/layout.js';
-import { SyscallError, type ErrorFields } from './errors.js';
+import { SyscallError, requestFields, type ErrorFields } from './errors.js';
 import type { IoctlArg, Rlimit, SyscallPort } from './port.js';
 
 const libc = koffi.load('libc.so.6');
@@ -33,20 +33,6 @@ const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 
 function fail(op: string, fields: ErrorFields = {}): never {
   throw new SyscallError(op, koffi.errno(), fields);
-}
-
-// The request fields named by the ioctl's declaration, read only on the error path.
-function requestFields(fd: number, req: Ioctl, arg: IoctlArg): ErrorFields {
-  const out: Record<string, number | bigint | string> = { fd };
-  if (req.arg.kind === 'struct' && arg instanceof Uint8Array && arg.byteLength >= req.arg.struct.size) {
-    const all = req.arg.struct.decode(arg);
-    for (const k of req.keyFields) if (k in all) out[k] = all[k]!;
-  } else if (typeof arg === 'number') {
-    out.arg = arg;
-  } else if (typeof arg === 'string') {
-    out.arg = arg;
-  }
-  return out;
 }
 
 /** The syscall port on the real Linux kernel. */

@@ -1,0 +1,5 @@
+/** The drivers a default simulated kernel runs: iommufd and VFIO (groups, container, PCI devices). */
+import type { DriverFactory } from './kernel.js';
+
+/** Every driver of the default simulated kernel. */
+export const DEFAULT_DRIVERS: readonly DriverFactory[] = [];

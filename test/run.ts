@@ -1,0 +1,90 @@
+/**
+ * `npm test`: the host suites, then the kernel suites inside the test VM, then one
+ * closing line `N passed, N failed[, N skipped]` over both.
+ *
+ * When the VM runs, the host run leaves out test/kernel (those run in the guest). When it
+ * cannot run here (no QEMU or busybox-static), the host run includes them, and each shows
+ * as skipped with its reason. VFIO_ENGINE_REQUIRE_KERNEL=1 (CI) turns "cannot run" into a
+ * failure; VFIO_ENGINE_SKIP_KERNEL=1 skips the VM on purpose (the reason is printed).
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runKernelSuite, type Totals } from '../vm/run.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const mocha = path.join(root, 'node_modules/mocha/bin/mocha.js');
+
+function runHost(ignoreKernel: boolean): Totals {
+  const totalsFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-')), 'totals.json');
+  const args = [mocha, ...(ignoreKernel ? ['--ignore', 'dist/test/kernel/**'] : [])];
+  spawnSync(process.execPath, args, {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, VFIO_ENGINE_TOTALS: totalsFile },
+  });
+  if (!fs.existsSync(totalsFile)) return { passed: 0, failed: 1, skipped: 0 }; // mocha died before reporting
+  return JSON.parse(fs.readFileSync(totalsFile, 'utf8')) as Totals;
+}
+
+async function main(): Promise<number> {
+  const skipReason =
+    process.env.VFIO_ENGINE_SKIP_KERNEL === '1'
+      ? 'VFIO_ENGINE_SKIP_KERNEL=1: the real-kernel suites were not run'
+      : null;
+  const vmPossible = !skipReason && (await canRunVm());
+
+  console.log(`\n== host suites${vmPossible ? ' (the kernel suites run next, in the test VM)' : ''}`);
+  const host = runHost(vmPossible === true);
+  let guest: Totals = { passed: 0, failed: 0, skipped: 0 };
+  let vmFailed = false;
+
+  if (skipReason) {
+    console.log(`\n== kernel suites skipped: ${skipReason}`);
+  } else if (vmPossible !== true) {
+    console.log(`\n== kernel suites skipped: ${vmPossible}`);
+    if (process.env.VFIO_ENGINE_REQUIRE_KERNEL === '1') vmFailed = true;
+  } else {
+    console.log('\n== kernel suites, inside the test VM (npm run test:kernel)');
+    const r = await runKernelSuite({ projectRoot: root });
+    if (r.skippedReason) {
+      console.log(`kernel suites could not run: ${r.skippedReason}`);
+      vmFailed = process.env.VFIO_ENGINE_REQUIRE_KERNEL === '1';
+    } else if (!r.totals) {
+      console.log(`kernel suites failed before reporting: ${r.error ?? `exit ${r.exitCode}`}`);
+      vmFailed = true;
+    } else {
+      guest = r.totals;
+      if (r.exitCode !== 0 && guest.failed === 0) vmFailed = true;
+    }
+  }
+
+  const t = {
+    passed: host.passed + guest.passed,
+    failed: host.failed + guest.failed + (vmFailed ? 1 : 0),
+    skipped: host.skipped + guest.skipped,
+  };
+  console.log(
+    `\nhost: ${fmt(host)}; kernel VM: ${fmt(guest)}${vmFailed ? '; the test VM run failed (counted as 1 failure)' : ''}`,
+  );
+  console.log(fmt(t));
+  return t.failed === 0 ? 0 : 1;
+}
+
+function fmt(t: Totals): string {
+  return `${t.passed} passed, ${t.failed} failed` + (t.skipped ? `, ${t.skipped} skipped` : '');
+}
+
+// true, or the reason the VM cannot run here.
+async function canRunVm(): Promise<true | string> {
+  const which = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+  if (!which('qemu-system-x86_64'))
+    return 'qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)';
+  if (!fs.existsSync('/bin/busybox') && !which('busybox'))
+    return 'busybox is not installed (apt-get install busybox-static)';
+  return true;
+}
+
+process.exitCode = await main();
