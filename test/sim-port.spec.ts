@@ -53,6 +53,15 @@ describe('SimPort: the channel to the simulated kernel thread', function () {
     port.setrlimit(RLIMIT.MEMLOCK, lim);
   });
 
+  it('answers /sys and /dev lookups from the simulated host, other paths from the real filesystem', function () {
+    expect(port.exists('/proc/self')).to.equal(true);
+    expect(port.readFile('/proc/sys/kernel/ostype').trim()).to.equal('Linux');
+    expect(() => port.readlink('/sys/bus/pci/devices/0000:99:00.0/iommu_group')).to.throw(
+      SyscallError,
+      /readlink failed: ENOENT/,
+    );
+  });
+
   it('is one kernel for every thread: piscina workers call it synchronously', async function () {
     const pool = new Piscina({
       filename: new URL('./fixtures/sim-worker.js', import.meta.url).href,

@@ -52,7 +52,9 @@ const OPS = [
   'pwrite',
   'getrlimit',
   'setrlimit',
+  'vfs',
 ] as const;
+const VFS_CALLS = ['readdir', 'readlink', 'readFile', 'exists'] as const;
 const OP_CODE = new Map(OPS.map((o, i) => [o, i]));
 
 /** Allocates a channel. */
@@ -166,6 +168,10 @@ export class ChannelClient {
         i64[B_A] = c.cur;
         i64[B_B] = c.max;
         break;
+      case 'vfs':
+        putString(c.path);
+        i32[S_I1] = VFS_CALLS.indexOf(c.call);
+        break;
     }
     Atomics.store(i32, S_STATE, REQ);
     Atomics.add(this.ctrl, 0, 1);
@@ -176,6 +182,7 @@ export class ChannelClient {
     if (out && errno === 0) out.set(data.subarray(0, out.byteLength));
     else if (out && c.op === 'ioctl') out.set(data.subarray(0, out.byteLength)); // ioctls may write before failing (EMSGSIZE)
     const r: SysResult = { rc, errno };
+    if (c.op === 'vfs' && errno === 0) r.text = dec.decode(data.slice(0, i32[S_LEN]!));
     if (c.op === 'getrlimit' && errno === 0)
       r.rlimit = { cur: BigInt.asUintN(64, i64[B_R1]!), max: BigInt.asUintN(64, i64[B_R2]!) };
     Atomics.store(i32, S_STATE, IDLE);
@@ -262,6 +269,9 @@ function serveOne(kernel: SimKernel, s: Slot): void {
         max: BigInt.asUintN(64, i64[B_B]!),
       };
       break;
+    case 'vfs':
+      c = { op, call: VFS_CALLS[i32[S_I1]!]!, path: str() };
+      break;
   }
   let r: SysResult;
   try {
@@ -274,6 +284,17 @@ function serveOne(kernel: SimKernel, s: Slot): void {
   i64[B_RC] = BigInt.asIntN(64, r.rc);
   i32[S_ERRNO] = r.errno;
   if (bytes) data.set(bytes);
+  if (r.text !== undefined) {
+    const t = enc.encode(r.text);
+    if (t.byteLength > DATA) {
+      r = { rc: -1n, errno: 7 }; // E2BIG: no simulated sysfs answer is this large
+    } else {
+      data.set(t);
+      i32[S_LEN] = t.byteLength;
+    }
+    i64[B_RC] = BigInt.asIntN(64, r.rc);
+    i32[S_ERRNO] = r.errno;
+  }
   if (r.rlimit) {
     i64[B_R1] = BigInt.asIntN(64, r.rlimit.cur);
     i64[B_R2] = BigInt.asIntN(64, r.rlimit.max);

@@ -14,6 +14,8 @@ import { SyscallError } from '../port/errors.js';
 import { KernelErrno, kfail } from './errno.js';
 import { ProcessMemory } from './memory.js';
 import type { Topology } from './topology.js';
+import { SimVfs, isSimulatedPath } from './vfs.js';
+import fs from 'node:fs';
 import type { IoctlIn, SimFile } from './types.js';
 
 /** A driver: opens the paths it owns and may do background work (device DMA engines). */
@@ -38,13 +40,19 @@ export type SysCall =
   | { op: 'pread'; fd: number; buf: Uint8Array; offset: bigint }
   | { op: 'pwrite'; fd: number; buf: Uint8Array; offset: bigint }
   | { op: 'getrlimit'; resource: number }
-  | { op: 'setrlimit'; resource: number; cur: bigint; max: bigint };
+  | { op: 'setrlimit'; resource: number; cur: bigint; max: bigint }
+  | { op: 'vfs'; call: VfsCall; path: string };
+
+/** Filesystem lookups (device discovery). */
+export type VfsCall = 'readdir' | 'readlink' | 'readFile' | 'exists';
 
 /** The answer: a non-negative result, or errno (> 0) with rc -1; getrlimit also returns the limit. */
 export interface SysResult {
   rc: bigint;
   errno: number;
   rlimit?: Rlimit;
+  /** Text answers of vfs calls (readdir: names joined by newlines; exists: '1' or '0'). */
+  text?: string;
 }
 
 /** A factory that installs a driver into a kernel. */
@@ -53,6 +61,8 @@ export type DriverFactory = (k: SimKernel) => Driver;
 /** The simulated kernel. */
 export class SimKernel {
   readonly mem: ProcessMemory;
+  /** The simulated /sys and /dev; drivers add what they simulate. */
+  readonly vfs = new SimVfs();
   private readonly files = new Map<number, SimFile>();
   private readonly drivers: Driver[] = [];
 
@@ -91,6 +101,7 @@ export class SimKernel {
           c.resource === RLIMIT.MEMLOCK ? { ...this.mem.memlock } : this.host.getrlimit(c.resource);
         return { rc: 0n, errno: 0, rlimit };
       }
+      if (c.op === 'vfs') return { rc: 0n, errno: 0, text: this.lookup(c.call, c.path) };
       return { rc: this.run(c), errno: 0 };
     } catch (e) {
       if (e instanceof KernelErrno) return { rc: -1n, errno: e.errno };
@@ -164,6 +175,7 @@ export class SimKernel {
         return BigInt(f.pwrite(c.buf, c.offset));
       }
       case 'getrlimit':
+      case 'vfs':
         throw new Error('unreachable: handled in syscall()');
       case 'setrlimit':
         if (c.cur > c.max) kfail('EINVAL');
@@ -174,6 +186,37 @@ export class SimKernel {
         if (c.max > this.mem.memlock.max) kfail('EPERM', 'raising the hard limit needs CAP_SYS_RESOURCE');
         this.mem.memlock = { cur: c.cur, max: c.max };
         return 0n;
+    }
+  }
+
+  private lookup(call: VfsCall, path: string): string {
+    if (isSimulatedPath(path)) {
+      switch (call) {
+        case 'readdir':
+          return this.vfs.readdir(path).join('\n');
+        case 'readlink':
+          return this.vfs.readlink(path);
+        case 'readFile':
+          return this.vfs.readFile(path);
+        case 'exists':
+          return this.vfs.exists(path) ? '1' : '0';
+      }
+    }
+    try {
+      switch (call) {
+        case 'readdir':
+          return fs.readdirSync(path).join('\n');
+        case 'readlink':
+          return fs.readlinkSync(path);
+        case 'readFile':
+          return fs.readFileSync(path, 'utf8');
+        case 'exists':
+          return fs.existsSync(path) ? '1' : '0';
+      }
+    } catch (e) {
+      const errno = (e as NodeJS.ErrnoException).errno;
+      if (typeof errno === 'number') throw new KernelErrno(-errno, String(e));
+      throw e;
     }
   }
 

@@ -8,6 +8,7 @@
  * Each thread that imports this module loads its own koffi instance, so the port works
  * inside worker threads on fds the main thread opened.
  */
+import fs from 'node:fs';
 import koffi from 'koffi';
 import type { Ioctl } from '../uapi/layout.js';
 import { SyscallError, requestFields, type ErrorFields } from './errors.js';
@@ -124,5 +125,32 @@ export class LinuxPort implements SyscallPort {
 
   memory(addr: bigint, length: number): Uint8Array {
     return new Uint8Array(koffi.view(addr, length));
+  }
+
+  readdir(path: string): string[] {
+    return fsCall('readdir', path, () => fs.readdirSync(path));
+  }
+
+  readlink(path: string): string {
+    return fsCall('readlink', path, () => fs.readlinkSync(path));
+  }
+
+  readFile(path: string): string {
+    return fsCall('open', path, () => fs.readFileSync(path, 'utf8'));
+  }
+
+  exists(path: string): boolean {
+    return fs.existsSync(path);
+  }
+}
+
+// node:fs errors carry errno as a negative number; give them the port's error shape.
+function fsCall<T>(op: string, path: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).errno;
+    if (typeof errno === 'number') throw new SyscallError(op, -errno, { path });
+    throw e;
   }
 }

@@ -75,4 +75,16 @@ export interface SyscallPort {
   setrlimit(resource: number, limit: Rlimit): void;
   /** The bytes of mapped process memory [addr, addr + length), without copying. */
   memory(addr: bigint, length: number): Uint8Array;
+  /**
+   * Filesystem lookups the engine needs for device discovery (/sys/bus/pci/devices/…,
+   * /sys/kernel/iommu_groups/…, /dev/vfio/…, /dev/iommu). On the simulated kernel these
+   * answer from the simulated host; elsewhere they are the real filesystem.
+   */
+  readdir(path: string): string[];
+  /** readlink(2): the link's target. */
+  readlink(path: string): string;
+  /** A whole (small) file as text: sysfs attributes such as `vendor`. */
+  readFile(path: string): string;
+  /** Whether `path` exists. */
+  exists(path: string): boolean;
 }

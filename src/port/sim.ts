@@ -13,14 +13,14 @@ import {
   stopChannel,
   type ChannelShared,
 } from '../kernel/channel.js';
-import type { SimKernel, SysCall } from '../kernel/kernel.js';
+import type { SimKernel, SysCall, SysResult, VfsCall } from '../kernel/kernel.js';
 import { defaultTopology, type Topology } from '../kernel/topology.js';
 import type { Ioctl } from '../uapi/layout.js';
 import { SyscallError, requestFields, type ErrorFields } from './errors.js';
 import { LinuxPort } from './linux.js';
 import type { IoctlArg, Rlimit, SyscallPort } from './port.js';
 
-type Call = (c: SysCall) => { rc: bigint; errno: number; rlimit?: Rlimit };
+type Call = (c: SysCall) => SysResult;
 
 /** A running simulated kernel: ports for this thread, the handle for workers, and stop(). */
 export interface SimKernelHandle {
@@ -175,5 +175,28 @@ export class SimPort implements SyscallPort {
 
   memory(addr: bigint, length: number): Uint8Array {
     return this.local.memory(addr, length);
+  }
+
+  private vfs(call: VfsCall, path: string, op: string): string {
+    const r = this.call({ op: 'vfs', call, path });
+    if (r.errno) this.fail(op, r.errno, { path });
+    return r.text ?? '';
+  }
+
+  readdir(path: string): string[] {
+    const t = this.vfs('readdir', path, 'readdir');
+    return t ? t.split('\n') : [];
+  }
+
+  readlink(path: string): string {
+    return this.vfs('readlink', path, 'readlink');
+  }
+
+  readFile(path: string): string {
+    return this.vfs('readFile', path, 'open');
+  }
+
+  exists(path: string): boolean {
+    return this.vfs('exists', path, 'stat') === '1';
   }
 }
