@@ -46,7 +46,13 @@ export const MOCK_FLAGS_DEVICE = constants(
 /** MOCK_FLAGS_ACCESS_* and MOCK_ACCESS_RW_* */
 export const MOCK_ACCESS = constants(
   'MOCK_',
-  { FLAGS_ACCESS_WRITE: 1 << 0, ACCESS_RW_WRITE: 1 << 0, ACCESS_RW_SLOW_PATH: 1 << 2 },
+  {
+    FLAGS_ACCESS_WRITE: 1 << 0,
+    FLAGS_ACCESS_SYZ: 1 << 16,
+    ACCESS_RW_WRITE: 1 << 0,
+    ACCESS_RW_SLOW_PATH: 1 << 2,
+    FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES: 1 << 0,
+  },
   'selftest',
 );
 
@@ -78,6 +84,32 @@ function testCmd<const D extends Record<string, FieldDef>>(member: string, paylo
 // 16 + 48 and the struct, 8-aligned, is 72 bytes whichever member a layout describes.
 const IOMMU_TEST_CMD_LAST_OFFSET = 64;
 const IOMMU_TEST_CMD_SIZE = 72;
+
+/** Selftest data types and default values (nested mock HWPTs, mock hw_info). */
+export const IOMMU_SELFTEST = constants(
+  'IOMMU_',
+  {
+    HWPT_DATA_SELFTEST: 0xdead,
+    HWPT_INVALIDATE_DATA_SELFTEST: 0xdeadbeef,
+    TEST_IOTLB_DEFAULT: 0xbadbeef,
+    HW_INFO_TYPE_SELFTEST: 0xfeedbeef,
+    HW_INFO_SELFTEST_REGVAL: 0xdeadbeef,
+  },
+  'selftest',
+);
+
+/** struct iommu_hwpt_selftest (IOMMU_HWPT_DATA_SELFTEST payload of HWPT_ALLOC) */
+export const iommu_hwpt_selftest = struct('iommu_hwpt_selftest', { iotlb: 'u32' }, { header: 'selftest' });
+
+/** struct iommu_hwpt_invalidate_selftest (one HWPT_INVALIDATE entry for a nested mock HWPT) */
+export const iommu_hwpt_invalidate_selftest = struct(
+  'iommu_hwpt_invalidate_selftest',
+  { flags: 'u32', iotlb_id: 'u32' },
+  { header: 'selftest' },
+);
+
+/** struct iommu_test_hw_info (GET_HW_INFO data of a mock device) */
+export const iommu_test_hw_info = struct('iommu_test_hw_info', { flags: 'u32', test_reg: 'u32' }, { header: 'selftest' });
 
 /** IOMMU_TEST_OP_ADD_RESERVED payload */
 export const iommu_test_cmd_add_reserved = testCmd('add_reserved', { start: 'u64', length: 'u64' });
@@ -138,6 +170,15 @@ export const iommu_test_cmd_dirty = testCmd('dirty', {
 export const iommu_test_cmd_check_iotlb = testCmd('check_iotlb', {
   iotlb_id: { type: 'u32', c: 'check_iotlb.id' }, // `id` would shadow the header's
   iotlb: 'u32',
+});
+
+/** IOMMU_TEST_OP_TRIGGER_IOPF payload */
+export const iommu_test_cmd_trigger_iopf = testCmd('trigger_iopf', {
+  dev_id: 'u32',
+  pasid: 'u32',
+  grpid: 'u32',
+  perm: 'u32',
+  addr: 'u64',
 });
 
 /** IOMMU_TEST_CMD = _IO(';', IOMMUFD_CMD_BASE + 32) */

@@ -161,6 +161,9 @@ export const IOMMU_HW_CAP = constants('IOMMU_HW_CAP_', {
   PCI_PASID_PRIV: 1 << 2,
 });
 
+/** enum iommu_hw_info_vtd_flags */
+export const IOMMU_HW_INFO_VTD = constants('IOMMU_HW_INFO_VTD_', { ERRATA_772415_SPR17: 1 << 0 });
+
 /** struct iommu_hw_info_vtd (the INTEL_VTD payload of GET_HW_INFO) */
 export const iommu_hw_info_vtd = struct('iommu_hw_info_vtd', {
   flags: 'u32',

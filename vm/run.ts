@@ -1,0 +1,706 @@
+/**
+ * Runs the kernel test suites (dist/test/kernel) inside a QEMU VM with a real
+ * Linux: iommufd, VFIO, an emulated Intel IOMMU and emulated `edu` DMA devices.
+ * The guest mounts the host's root read-only over 9p and runs the host's node
+ * on this checkout (vm/guest-init.sh, vm/guest-run.sh); results come back over
+ * the serial console as `@@VFIO_ENGINE_*` marker lines.
+ *
+ * `npm run test:kernel` = `node dist/vm/run.js [--spec GLOB]... [--kernel PATH]
+ * [--vm-timeout S] [--edu N] [mocha args...]`; see `--help`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Test counts as written by test/reporter.cjs. */
+export interface Totals {
+  passed: number;
+  failed: number;
+  skipped: number;
+}
+
+/** Options of {@link runKernelSuite}; every one has a default. */
+export interface KernelSuiteOptions {
+  /** The checkout to test (default: found from this file's location). */
+  projectRoot?: string;
+  /** bzImage to boot (default: env VFIO_ENGINE_KERNEL, the cache, ../shared/vm, else a build). */
+  kernel?: string;
+  /** Build a kernel with vm/build-kernel.sh when none is found (default true). */
+  buildKernel?: boolean;
+  /** Mocha spec globs relative to the checkout (default dist/test/kernel/**\/*.spec.js). */
+  specs?: string[];
+  /** Extra mocha arguments, e.g. ['--grep', 'edu']. */
+  mochaArgs?: string[];
+  /** Kill QEMU and fail after this many seconds (default env VFIO_ENGINE_VM_TIMEOUT, else 1200). */
+  timeoutSeconds?: number;
+  /** Number of edu devices (default 2); each gets its own IOMMU group. */
+  eduDevices?: number;
+  /** Guest memory, QEMU -m syntax (default 2G). */
+  memory?: string;
+  /** Guest CPUs (default 2). */
+  smp?: number;
+  /** Where guest and progress output goes (default process.stdout). */
+  output?: NodeJS.WritableStream;
+}
+
+/** Outcome of {@link runKernelSuite}. */
+export interface KernelSuiteResult {
+  /**
+   * 0 only when the guest ran mocha and no test failed; 2 when `skippedReason`
+   * is set; 128+n after signal n; otherwise mocha's code or 1.
+   */
+  exitCode: number;
+  /** Counts reported by the guest, null when it never got that far. */
+  totals: Totals | null;
+  /** Wall time of the whole call. */
+  seconds: number;
+  /** Set when the test bed cannot run here (no QEMU, no static busybox): nothing was tested. */
+  skippedReason?: string;
+  /** Why the run failed, when it did. */
+  error?: string;
+  /** The kernel image booted. */
+  kernel?: string;
+}
+
+const SHARED_KERNEL = '../shared/vm/bzImage-6.12.117-vfio';
+const DEFAULT_SPEC = 'dist/test/kernel/**/*.spec.js';
+const KERNEL_APPEND = [
+  'console=ttyS0',
+  'intel_iommu=on',
+  'iommu.strict=1',
+  'panic=-1',
+  'quiet',
+  // The emulated VT-d gives no MSI isolation; without these VFIO_SET_IOMMU and
+  // VFIO_DEVICE_BIND_IOMMUFD fail with EPERM.
+  'vfio_iommu_type1.allow_unsafe_interrupts=1',
+  'iommufd.allow_unsafe_interrupts=1',
+];
+
+/** The directory vm/build-kernel.sh installs kernels into. */
+export function kernelCacheDir(): string {
+  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(base, 'vfio-engine');
+}
+
+/** Boots the test VM, runs the kernel suites in it, and reports the result. */
+export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<KernelSuiteResult> {
+  const started = Date.now();
+  const out = opts.output ?? process.stdout;
+  const log = (msg: string) => out.write(`vfio-engine: ${msg}\n`);
+  const seconds = () => (Date.now() - started) / 1000;
+  const root = opts.projectRoot ?? findProjectRoot();
+
+  const qemu = process.env.VFIO_ENGINE_QEMU || findOnPath('qemu-system-x86_64');
+  if (!qemu || !fs.existsSync(qemu)) {
+    return skipped(`${qemu ?? 'qemu-system-x86_64'} not found (Debian: apt-get install qemu-system-x86)`);
+  }
+  const busybox = findBusybox();
+  if ('reason' in busybox) return skipped(busybox.reason);
+
+  if (/\s/.test(root) || /\s/.test(process.execPath)) {
+    return failed(`paths with blanks cannot go on the kernel command line: ${root}, ${process.execPath}`);
+  }
+  const specs = opts.specs?.length ? opts.specs : [DEFAULT_SPEC];
+  if (!opts.specs?.length && !hasSpecs(path.join(root, 'dist/test/kernel'))) {
+    return failed(`no compiled kernel suites in ${root}/dist/test/kernel: build first (npx tsc -p .)`);
+  }
+  // The guest console is a tty, so mocha would always colour: follow the host's stdout instead.
+  const extra = opts.mochaArgs ?? [];
+  const colour = extra.some((a) => /^--(no-)?colou?r/.test(a))
+    ? []
+    : [(out as { isTTY?: boolean }).isTTY ? '--color' : '--no-color'];
+  const mochaArgs = [...colour, ...extra];
+  if ([...specs, ...mochaArgs].some((a) => a.includes('\n')) || specs.some((s) => /\s/.test(s))) {
+    return failed('spec globs cannot contain blanks, nor mocha arguments newlines');
+  }
+
+  const kernel = await resolveKernel(root, opts, log);
+  if ('error' in kernel) return failed(kernel.error);
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-vm-'));
+  try {
+    const initrd = path.join(tmp, 'initramfs.cpio');
+    fs.writeFileSync(initrd, buildInitramfs(root, busybox.path, mochaArgs));
+
+    const kvm = kvmUsable();
+    const timeout = opts.timeoutSeconds ?? (Number(process.env.VFIO_ENGINE_VM_TIMEOUT) || 20 * 60);
+    const append = [
+      ...KERNEL_APPEND,
+      `vfio_engine.dir=${root}`,
+      `vfio_engine.node=${process.execPath}`,
+      ...specs.map((s) => `vfio_engine.spec=${s}`),
+      // The guest powers itself off a little after the host gives up, so even
+      // a QEMU orphaned by a SIGKILLed host process ends.
+      `vfio_engine.timeout=${Math.ceil(timeout) + 30}`,
+      // Last, so it can override the above (the guest takes the last dir/node).
+      ...(process.env.VFIO_ENGINE_VM_APPEND?.trim()
+        ? process.env.VFIO_ENGINE_VM_APPEND.trim().split(/\s+/)
+        : []),
+    ].join(' ');
+    const edu = opts.eduDevices ?? 2;
+    const args = [
+      // With KVM, interrupt remapping needs the split irqchip.
+      ...(kvm
+        ? ['-M', 'q35,kernel-irqchip=split', '-accel', 'kvm', '-cpu', 'host']
+        : ['-M', 'q35', '-accel', tcgAccel(), '-cpu', 'max']),
+      ...['-smp', String(opts.smp ?? 2), '-m', opts.memory ?? '2G'],
+      // The IOMMU must be created before the devices it translates.
+      ...['-device', 'intel-iommu,intremap=on'],
+      ...Array.from({ length: edu }, () => ['-device', 'edu']).flat(),
+      ...['-kernel', kernel.path, '-initrd', initrd, '-append', append],
+      ...['-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap'],
+      ...['-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio'],
+    ];
+    log(
+      `booting ${kernel.path} (${kernel.source}) with ${kvm ? 'KVM' : 'TCG'}, ${edu} edu devices, timeout ${timeout} s`,
+    );
+    log(`${qemu} ${args.map(shellQuote).join(' ')}`);
+
+    const vm = await runQemu(qemu, args, timeout, out);
+    const base = { seconds: seconds(), kernel: kernel.path };
+    let result: KernelSuiteResult;
+    if (vm.interrupted) {
+      const signo = os.constants.signals[vm.interrupted];
+      result = {
+        ...base,
+        exitCode: 128 + signo,
+        totals: vm.totals,
+        error: `interrupted by ${vm.interrupted}`,
+      };
+    } else if (vm.timedOut) {
+      result = {
+        ...base,
+        exitCode: 1,
+        totals: vm.totals,
+        error: `timed out after ${timeout} s (VFIO_ENGINE_VM_TIMEOUT); QEMU killed`,
+      };
+    } else if (vm.guestExit === null) {
+      const why =
+        (vm.guestCrash ? `; guest kernel: ${vm.guestCrash}` : '') +
+        (vm.stderrTail ? `; QEMU said: ${vm.stderrTail}` : '');
+      result = {
+        ...base,
+        exitCode: 1,
+        totals: vm.totals,
+        error: `the guest stopped without a result (QEMU exit ${vm.qemuExit})${why}`,
+      };
+    } else if (vm.guestExit === 0 && !vm.totals) {
+      result = { ...base, exitCode: 1, totals: null, error: 'mocha exited 0 but reported no totals' };
+    } else if (vm.totals && vm.totals.failed > 0 && vm.guestExit === 0) {
+      result = { ...base, exitCode: 1, totals: vm.totals, error: `${vm.totals.failed} failed` };
+    } else {
+      result = { ...base, exitCode: vm.guestExit, totals: vm.totals };
+      if (vm.guestExit !== 0) {
+        result.error = vm.totals
+          ? `mocha in the guest exited ${vm.guestExit}`
+          : `the guest failed before mocha reported (exit ${vm.guestExit}): see its log above`;
+      }
+    }
+    const t = result.totals;
+    log(
+      `kernel suites: ${t ? `${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped` : 'no totals'}` +
+        `; exit ${result.exitCode}${result.error ? ` (${result.error})` : ''}` +
+        `; VM ${vm.seconds.toFixed(1)} s, total ${result.seconds.toFixed(1)} s`,
+    );
+    return result;
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+
+  function skipped(reason: string): KernelSuiteResult {
+    log(`kernel suites not run: ${reason}`);
+    return { exitCode: 2, totals: null, seconds: seconds(), skippedReason: reason };
+  }
+  function failed(error: string): KernelSuiteResult {
+    log(`kernel suites failed: ${error}`);
+    return { exitCode: 1, totals: null, seconds: seconds(), error };
+  }
+}
+
+interface QemuOutcome {
+  guestExit: number | null;
+  totals: Totals | null;
+  qemuExit: number | string | null;
+  timedOut: boolean;
+  interrupted: NodeJS.Signals | null;
+  stderrTail: string;
+  /** First oops/panic line of the guest kernel, if any. */
+  guestCrash: string | null;
+  seconds: number;
+}
+
+/* eslint-disable no-control-regex -- these match the terminal escapes the guest sends */
+const PARTIAL_ESCAPE = /\x1b(\[[?0-9;]*)?$|\r$/;
+const TERMINAL_RESET = /\x1bc/g;
+const TERMINAL_MODES = /\x1b\[\?7l|\x1b\[2J/g;
+/* eslint-enable no-control-regex */
+
+/** Runs QEMU, streams the serial console, parses the markers; QEMU never outlives the call. */
+function runQemu(
+  qemu: string,
+  args: string[],
+  timeoutSeconds: number,
+  out: NodeJS.WritableStream,
+): Promise<QemuOutcome> {
+  const started = Date.now();
+  const outcome: QemuOutcome = {
+    guestExit: null,
+    totals: null,
+    qemuExit: null,
+    timedOut: false,
+    interrupted: null,
+    stderrTail: '',
+    guestCrash: null,
+    seconds: 0,
+  };
+  // stdin ignored: QEMU must not put a terminal into raw mode or read keys.
+  const child: ChildProcess = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  const onExit = () => kill();
+  const onSignal = (signal: NodeJS.Signals) => {
+    outcome.interrupted = signal;
+    kill();
+  };
+  process.on('exit', onExit);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+  const timer = setTimeout(() => {
+    outcome.timedOut = true;
+    out.write(`\nvfio-engine: VM timeout (${timeoutSeconds} s): killing QEMU\n`);
+    kill();
+  }, timeoutSeconds * 1000);
+
+  let pending = '';
+  let carry = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (data: string) => {
+    // The serial console ends lines with \r\n; SeaBIOS sends a terminal reset,
+    // screen clear and wrap-off that would wreck the user's terminal. An escape
+    // sequence or \r\n split across chunks is held back until the next chunk.
+    let chunk = carry + data;
+    const partial = PARTIAL_ESCAPE.exec(chunk);
+    carry = partial ? partial[0] : '';
+    if (partial) chunk = chunk.slice(0, partial.index);
+    out.write(chunk.replace(/\r\n/g, '\n').replace(TERMINAL_RESET, '\n').replace(TERMINAL_MODES, ''));
+    pending += chunk;
+    const lines = pending.split('\n');
+    pending = lines.pop()!;
+    for (const line of lines) parseMarker(line);
+  });
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (chunk: string) => {
+    process.stderr.write(chunk);
+    outcome.stderrTail = (outcome.stderrTail + chunk).slice(-2000).trim();
+  });
+
+  // A kernel message can land mid-line, so markers are matched anywhere in a line.
+  function parseMarker(line: string) {
+    const crash = /(Kernel panic - not syncing: .*|Oops: .*|BUG: .*)/.exec(line);
+    if (crash && !outcome.guestCrash) outcome.guestCrash = crash[1]!.trim();
+    const exit = /@@VFIO_ENGINE_EXIT (\d+)/.exec(line);
+    if (exit) outcome.guestExit = Number(exit[1]);
+    const totals = /@@VFIO_ENGINE_TOTALS (\{[^}]*\}|null)/.exec(line);
+    if (totals) {
+      try {
+        const t = JSON.parse(totals[1]!) as Partial<Totals> | null;
+        outcome.totals =
+          t && typeof t.passed === 'number'
+            ? { passed: t.passed, failed: t.failed ?? 0, skipped: t.skipped ?? 0 }
+            : null;
+      } catch {
+        outcome.totals = null;
+      }
+    }
+  }
+
+  return new Promise((resolve) => {
+    const done = (code: number | string | null) => {
+      clearTimeout(timer);
+      process.off('exit', onExit);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGHUP', onSignal);
+      if (carry) out.write(carry);
+      pending += carry;
+      if (pending) parseMarker(pending);
+      outcome.qemuExit = code;
+      outcome.seconds = (Date.now() - started) / 1000;
+      resolve(outcome);
+    };
+    child.on('error', (err) => {
+      outcome.stderrTail = String(err);
+      done(null);
+    });
+    child.on('close', (code, signal) => done(code ?? signal));
+  });
+}
+
+interface ResolvedKernel {
+  path: string;
+  source: string;
+}
+
+/** Picks the kernel: option/env, then the cache, then ../shared/vm, then a build. */
+async function resolveKernel(
+  root: string,
+  opts: KernelSuiteOptions,
+  log: (m: string) => void,
+): Promise<ResolvedKernel | { error: string }> {
+  const explicit = opts.kernel ?? process.env.VFIO_ENGINE_KERNEL;
+  if (explicit) {
+    return fs.existsSync(explicit)
+      ? { path: path.resolve(explicit), source: 'VFIO_ENGINE_KERNEL' }
+      : { error: `kernel not found: ${explicit}` };
+  }
+  const cached = cachedKernel(log);
+  if (cached) return { path: cached, source: 'cache' };
+
+  const shared = path.resolve(root, SHARED_KERNEL);
+  if (fs.existsSync(shared)) {
+    if (checksumOk(shared, log)) return { path: shared, source: 'shared prebuilt' };
+  }
+  if (opts.buildKernel === false)
+    return { error: `no kernel image in ${kernelCacheDir()} (run vm/build-kernel.sh)` };
+
+  log(`no test kernel found: building one with vm/build-kernel.sh (about 20 min on 2 cores)`);
+  const script = path.join(root, 'vm', 'build-kernel.sh');
+  const code = await new Promise<number | null>((resolve) => {
+    const child = spawn('bash', [script], { stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('error', () => resolve(null));
+    child.on('close', (c) => resolve(c));
+  });
+  if (code !== 0) return { error: `vm/build-kernel.sh failed (exit ${code})` };
+  const built = cachedKernel(log);
+  return built
+    ? { path: built, source: 'built now' }
+    : { error: `vm/build-kernel.sh left no image in ${kernelCacheDir()}` };
+}
+
+/** Newest bzImage-<version>-vfio in the cache whose checksum (if recorded) matches. */
+function cachedKernel(log: (m: string) => void): string | null {
+  const dir = kernelCacheDir();
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return null;
+  }
+  const versions = names
+    .map((n) => /^bzImage-(\d+(?:\.\d+)*)-vfio$/.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .sort((a, b) => compareVersions(b[1]!, a[1]!));
+  for (const m of versions) {
+    const file = path.join(dir, m[0]);
+    if (checksumOk(file, log, true)) return file;
+  }
+  return null;
+}
+
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d) return d;
+  }
+  return 0;
+}
+
+/** Compares an image with its `<image>.sha256` (sha256sum format); a missing file passes only if optional. */
+function checksumOk(file: string, log: (m: string) => void, optional = false): boolean {
+  let expected: string | undefined;
+  try {
+    expected = fs.readFileSync(`${file}.sha256`, 'utf8').trim().split(/\s+/)[0];
+  } catch {
+    if (!optional) log(`ignoring ${file}: no ${path.basename(file)}.sha256 beside it`);
+    return optional;
+  }
+  const actual = createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  if (actual !== expected) log(`ignoring ${file}: sha256 ${actual} does not match ${expected}`);
+  return actual === expected;
+}
+
+/** Files of the initramfs: static busybox, /init and what init stages for the chroot. */
+function buildInitramfs(root: string, busybox: string, mochaArgs: string[]): Buffer {
+  const vmDir = path.join(root, 'vm');
+  const dirs = ['bin', 'dev', 'proc', 'sys', 'host', 'hostroot', 'tmp', 'vfio-engine'];
+  const entries: CpioEntry[] = [
+    ...dirs.map((name) => ({ name, mode: S_IFDIR | 0o755 })),
+    // The kernel opens /dev/console for init's stdio before init can mount devtmpfs.
+    { name: 'dev/console', mode: S_IFCHR | 0o600, rdev: [5, 1] as [number, number] },
+    { name: 'bin/busybox', mode: S_IFREG | 0o755, data: fs.readFileSync(busybox) },
+    { name: 'bin/sh', mode: S_IFLNK | 0o777, data: Buffer.from('busybox') },
+    { name: 'init', mode: S_IFREG | 0o755, data: fs.readFileSync(path.join(vmDir, 'guest-init.sh')) },
+    {
+      name: 'vfio-engine/guest-run.sh',
+      mode: S_IFREG | 0o755,
+      data: fs.readFileSync(path.join(vmDir, 'guest-run.sh')),
+    },
+  ];
+  // The project's mocha config minus "spec": mocha would add the config's
+  // spec (all suites) to the --spec the guest passes.
+  const rc = path.join(root, '.mocharc.json');
+  if (fs.existsSync(rc)) {
+    const config = JSON.parse(fs.readFileSync(rc, 'utf8')) as Record<string, unknown>;
+    delete config.spec;
+    entries.push({
+      name: 'vfio-engine/mocharc.json',
+      mode: S_IFREG | 0o644,
+      data: Buffer.from(JSON.stringify(config)),
+    });
+  }
+  if (mochaArgs.length) {
+    entries.push({
+      name: 'vfio-engine/mocha-args',
+      mode: S_IFREG | 0o644,
+      data: Buffer.from(mochaArgs.join('\n') + '\n'),
+    });
+  }
+  return cpioNewc(entries);
+}
+
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+const S_IFCHR = 0o020000;
+
+/** One file of a {@link cpioNewc} archive; name without a leading slash. */
+export interface CpioEntry {
+  name: string;
+  mode: number;
+  data?: Buffer;
+  rdev?: [number, number];
+}
+
+/** A cpio archive in the "newc" format the kernel unpacks as initramfs (no cpio tool needed). */
+export function cpioNewc(entries: CpioEntry[]): Buffer {
+  const parts: Buffer[] = [];
+  let size = 0;
+  const push = (b: Buffer) => {
+    parts.push(b);
+    size += b.length;
+  };
+  const align = () => {
+    if (size % 4) push(Buffer.alloc(4 - (size % 4)));
+  };
+  const mtime = Math.floor(Date.now() / 1000);
+  let ino = 1;
+  for (const e of [...entries, { name: 'TRAILER!!!', mode: 0 } as CpioEntry]) {
+    const data = e.data ?? Buffer.alloc(0);
+    const name = Buffer.from(`${e.name}\0`);
+    const trailer = e.name === 'TRAILER!!!';
+    const fields = [
+      trailer ? 0 : ino++,
+      e.mode,
+      0, // uid
+      0, // gid
+      (e.mode & 0o170000) === S_IFDIR ? 2 : 1,
+      trailer ? 0 : mtime,
+      data.length,
+      0, // dev major
+      0, // dev minor
+      e.rdev?.[0] ?? 0,
+      e.rdev?.[1] ?? 0,
+      name.length,
+      0, // check
+    ];
+    push(Buffer.from('070701' + fields.map((f) => f.toString(16).padStart(8, '0')).join(''), 'ascii'));
+    push(name);
+    align();
+    push(data);
+    align();
+  }
+  return Buffer.concat(parts);
+}
+
+function findBusybox(): { path: string } | { reason: string } {
+  const candidates = process.env.VFIO_ENGINE_BUSYBOX
+    ? [process.env.VFIO_ENGINE_BUSYBOX]
+    : ['/bin/busybox', findOnPath('busybox')];
+  const file = candidates.find((c): c is string => !!c && fs.existsSync(c));
+  if (!file) return { reason: 'busybox not found (Debian: apt-get install busybox-static)' };
+  const kind = elfLinkage(file);
+  if (kind !== 'static') {
+    return {
+      reason: `${file} is ${kind === 'dynamic' ? 'dynamically linked' : 'not an ELF binary'}: the initramfs needs a static one (Debian: apt-get install busybox-static)`,
+    };
+  }
+  return { path: file };
+}
+
+/** 'static' unless the ELF file has a PT_INTERP (dynamic loader) program header. */
+function elfLinkage(file: string): 'static' | 'dynamic' | 'not-elf' {
+  const b = fs.readFileSync(file);
+  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46 || b[5] !== 1) return 'not-elf';
+  const is64 = b[4] === 2;
+  const phoff = is64 ? Number(b.readBigUInt64LE(0x20)) : b.readUInt32LE(0x1c);
+  const phentsize = b.readUInt16LE(is64 ? 0x36 : 0x2a);
+  const phnum = b.readUInt16LE(is64 ? 0x38 : 0x2c);
+  for (let i = 0; i < phnum; i++) {
+    const off = phoff + i * phentsize;
+    if (off + 4 <= b.length && b.readUInt32LE(off) === 3 /* PT_INTERP */) return 'dynamic';
+  }
+  return 'static';
+}
+
+/** KVM only helps if /dev/kvm is usable and the CPU has hardware virtualization. */
+function kvmUsable(): boolean {
+  const forced = process.env.VFIO_ENGINE_VM_ACCEL;
+  if (forced) return forced.startsWith('kvm');
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+    return /^flags\s*:.*\b(vmx|svm)\b/m.test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Single-threaded TCG by default: with QEMU 7.2's multi-threaded TCG about one
+ * boot in twenty-five oopsed ("Oops: int3" in sched_clock_cpu when the kernel
+ * live-patches a static key while the other vCPU runs it). Round-robin vCPUs
+ * cannot race that way, and cost little here (2 host cores, TCG).
+ */
+function tcgAccel(): string {
+  const forced = process.env.VFIO_ENGINE_VM_ACCEL;
+  return forced?.startsWith('tcg') ? forced : 'tcg,thread=single';
+}
+
+function findOnPath(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const file = path.join(dir, name);
+    try {
+      fs.accessSync(file, fs.constants.X_OK);
+      return file;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+function hasSpecs(dir: string): boolean {
+  try {
+    return (fs.readdirSync(dir, { recursive: true }) as string[]).some((f) => f.endsWith('.spec.js'));
+  } catch {
+    return false;
+  }
+}
+
+/** The checkout: the nearest directory above this file with the vfio-engine package.json. */
+function findProjectRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string };
+      if (pkg.name === 'vfio-engine') return dir;
+    } catch {
+      // keep looking
+    }
+    const up = path.dirname(dir);
+    if (up === dir)
+      throw new Error('cannot find the vfio-engine checkout above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+const USAGE = `usage: node dist/vm/run.js [options] [mocha args...]
+Runs the kernel test suites inside a QEMU VM (see vm/run.ts).
+  --spec GLOB        spec glob relative to the checkout (repeatable;
+                     default ${DEFAULT_SPEC})
+  --kernel PATH      bzImage to boot (also env VFIO_ENGINE_KERNEL)
+  --vm-timeout S     kill the VM after S seconds (env VFIO_ENGINE_VM_TIMEOUT; default 1200)
+  --edu N            number of edu devices (default 2)
+  --no-build         fail instead of building a kernel when none is found
+  --                 pass everything after it to mocha
+Other arguments go to mocha unchanged, e.g. --grep edu, --bail.
+Env: VFIO_ENGINE_QEMU, VFIO_ENGINE_BUSYBOX, VFIO_ENGINE_VM_ACCEL=kvm|tcg[,thread=multi],
+VFIO_ENGINE_VM_APPEND (extra kernel parameters), VFIO_ENGINE_TOTALS (file for the totals JSON).`;
+
+/** Parses the command line of `node dist/vm/run.js`. */
+export function parseArgs(argv: string[]): KernelSuiteOptions & { help?: boolean } {
+  const opts: KernelSuiteOptions & { help?: boolean } = { specs: [], mochaArgs: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] =
+      arg.startsWith('--') && arg.includes('=')
+        ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
+        : [arg, undefined];
+    const value = () => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new Error(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case '-h':
+      case '--help':
+        opts.help = true;
+        break;
+      case '--spec':
+        opts.specs!.push(value());
+        break;
+      case '--kernel':
+        opts.kernel = value();
+        break;
+      case '--vm-timeout':
+        opts.timeoutSeconds = Number(value());
+        if (!(opts.timeoutSeconds > 0)) throw new Error('--vm-timeout needs a number of seconds');
+        break;
+      case '--edu':
+        opts.eduDevices = Number(value());
+        if (!Number.isInteger(opts.eduDevices) || opts.eduDevices < 0) throw new Error('--edu needs a count');
+        break;
+      case '--no-build':
+        opts.buildKernel = false;
+        break;
+      case '--':
+        opts.mochaArgs!.push(...argv.slice(i + 1));
+        i = argv.length;
+        break;
+      default:
+        opts.mochaArgs!.push(arg);
+    }
+  }
+  return opts;
+}
+
+async function main(): Promise<number> {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (opts.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const result = await runKernelSuite(opts);
+  // Same contract as test/reporter.cjs, so a driver can add up host and VM totals.
+  if (process.env.VFIO_ENGINE_TOTALS && result.totals) {
+    fs.writeFileSync(process.env.VFIO_ENGINE_TOTALS, JSON.stringify(result.totals));
+  }
+  return result.exitCode;
+}
+
+const invoked = process.argv[1] ? fs.realpathSync(process.argv[1]) : '';
+if (invoked === fileURLToPath(import.meta.url)) {
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`vfio-engine: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
