@@ -12,8 +12,13 @@ class SpecWithTotals extends Mocha.reporters.Spec {
     runner.once(EVENT_RUN_END, () => {
       const s = runner.stats ?? this.stats;
       const totals = { passed: s.passes, failed: s.failures, skipped: s.pending };
-      if (process.env.VFIO_ENGINE_TOTALS) fs.writeFileSync(process.env.VFIO_ENGINE_TOTALS, JSON.stringify(totals));
-      process.stdout.write(`${totals.passed} passed, ${totals.failed} failed` + (totals.skipped ? `, ${totals.skipped} skipped` : '') + '\n');
+      if (process.env.VFIO_ENGINE_TOTALS)
+        fs.writeFileSync(process.env.VFIO_ENGINE_TOTALS, JSON.stringify(totals));
+      process.stdout.write(
+        `${totals.passed} passed, ${totals.failed} failed` +
+          (totals.skipped ? `, ${totals.skipped} skipped` : '') +
+          '\n',
+      );
     });
   }
 }

@@ -213,6 +213,25 @@ export function serve(kernel: SimKernel, shared: ChannelShared): void {
   }
 }
 
+/** Called by the kernel thread once its kernel exists: releases waitReady(). */
+export function markReady(shared: ChannelShared): void {
+  const ctrl = new Int32Array(shared.sab, 0, CTRL_BYTES / 4);
+  Atomics.store(ctrl, 2, 1);
+  Atomics.notify(ctrl, 2);
+}
+
+/** Blocks until the kernel thread is ready; false after `timeoutMs`. */
+export function waitReady(shared: ChannelShared, timeoutMs: number): boolean {
+  const ctrl = new Int32Array(shared.sab, 0, CTRL_BYTES / 4);
+  const until = Date.now() + timeoutMs;
+  while (Atomics.load(ctrl, 2) !== 1) {
+    const left = until - Date.now();
+    if (left <= 0) return false;
+    Atomics.wait(ctrl, 2, 0, left);
+  }
+  return true;
+}
+
 /** Asks the kernel thread to stop serving. */
 export function stopChannel(shared: ChannelShared): void {
   const ctrl = new Int32Array(shared.sab, 0, CTRL_BYTES / 4);

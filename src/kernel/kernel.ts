@@ -81,6 +81,16 @@ export class SimKernel {
     return this.files.get(fd);
   }
 
+  /**
+   * Installs a file made by a call other than open() (VFIO_GROUP_GET_DEVICE_FD) under a new
+   * fd, as open() does; returns the fd.
+   */
+  installFile(file: SimFile, label: string): number {
+    const fd = this.host.memfdCreate(`vfio-engine-sim:${label}`, MFD.CLOEXEC);
+    this.files.set(fd, file);
+    return fd;
+  }
+
   /** Runs pending background work (device DMA); returns true if any was done. */
   poll(): boolean {
     let did = false;

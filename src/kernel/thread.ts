@@ -4,12 +4,13 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { LinuxPort } from '../port/linux.js';
-import { serve, type ChannelShared } from './channel.js';
+import { markReady, serve, type ChannelShared } from './channel.js';
 import { DEFAULT_DRIVERS } from './drivers.js';
 import { SimKernel } from './kernel.js';
 import type { Topology } from './topology.js';
 
 const { shared, topology } = workerData as { shared: ChannelShared; topology: Topology };
 const kernel = new SimKernel(topology, new LinuxPort(), DEFAULT_DRIVERS);
+markReady(shared);
 parentPort!.postMessage('ready');
 serve(kernel, shared);

@@ -5,8 +5,8 @@
  */
 import type { DeviceSpec, IommuSpec } from './topology.js';
 
-/** What an fd of the simulated kernel refers to. */
-export type FileKind = 'iommufd' | 'container' | 'group' | 'device';
+/** What an fd of the simulated kernel refers to ('anon': an anon-inode fd handed out by an ioctl). */
+export type FileKind = 'iommufd' | 'container' | 'group' | 'device' | 'anon';
 
 /** An ioctl argument as the file receives it: the caller's bytes (struct, int pointer, C string) or a value. */
 export interface IoctlIn {

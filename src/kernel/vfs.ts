@@ -50,7 +50,10 @@ export class SimVfs {
   }
 
   readlink(path: string): string {
-    const n = this.nodes.get(normalize(path));
+    // Links in the leading components are followed, as path lookup does; the last is not.
+    const p = normalize(path);
+    const dir = this.realpath(dirname(p));
+    const n = this.nodes.get(dir === '/' ? `/${basename(p)}` : `${dir}/${basename(p)}`);
     if (!n) kfail('ENOENT', path);
     if (n.kind !== 'link') kfail('EINVAL', path);
     return n.target;
@@ -71,8 +74,14 @@ export class SimVfs {
     }
   }
 
+  private resolve(path: string): Node {
+    const n = this.nodes.get(this.realpath(path));
+    if (!n) kfail('ENOENT', path);
+    return n;
+  }
+
   // Follows symlinks (relative or absolute) in every component, as path lookup does.
-  private resolve(path: string, depth = 0): Node {
+  private realpath(path: string, depth = 0): string {
     if (depth > 16) kfail('ELOOP', path);
     const parts = normalize(path).split('/').filter(Boolean);
     let cur = '';
@@ -82,12 +91,10 @@ export class SimVfs {
       if (!n) kfail('ENOENT', path);
       if (n.kind === 'link') {
         const target = n.target.startsWith('/') ? n.target : `${dirname(cur)}/${n.target}`;
-        return this.resolve([normalize(target), ...parts.slice(i + 1)].join('/'), depth + 1);
+        return this.realpath([normalize(target), ...parts.slice(i + 1)].join('/'), depth + 1);
       }
     }
-    const n = this.nodes.get(cur || '/');
-    if (!n) kfail('ENOENT', path);
-    return n;
+    return cur || '/';
   }
 
   private add(path: string, node: Node): void {

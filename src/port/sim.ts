@@ -11,6 +11,7 @@ import {
   CHANNEL_MAX_DATA,
   createChannel,
   stopChannel,
+  waitReady,
   type ChannelShared,
 } from '../kernel/channel.js';
 import type { SimKernel, SysCall, SysResult, VfsCall } from '../kernel/kernel.js';
@@ -51,6 +52,34 @@ export class SimPort implements SyscallPort {
       worker.once('error', reject);
     });
     worker.unref(); // a forgotten stop() must not keep the process alive
+    return {
+      shared,
+      port: () => SimPort.attach(shared),
+      stop: async () => {
+        stopChannel(shared);
+        await worker.terminate();
+      },
+    };
+  }
+
+  /**
+   * Starts a simulated kernel thread and blocks until it is ready: for callers that cannot
+   * await (a lazily made port). Startup errors surface as a timeout with the worker's error.
+   */
+  static startSync(topology: Topology = defaultTopology(), timeoutMs = 30_000): SimKernelHandle {
+    const shared = createChannel();
+    const worker = new Worker(new URL('../kernel/thread.js', import.meta.url), {
+      workerData: { shared, topology },
+    });
+    let failure: unknown;
+    worker.once('error', (e) => (failure = e));
+    if (!waitReady(shared, timeoutMs)) {
+      void worker.terminate();
+      throw new Error(
+        `the simulated kernel thread did not start within ${timeoutMs} ms${failure ? `: ${String(failure)}` : ''}`,
+      );
+    }
+    worker.unref();
     return {
       shared,
       port: () => SimPort.attach(shared),

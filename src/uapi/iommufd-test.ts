@@ -109,7 +109,11 @@ export const iommu_hwpt_invalidate_selftest = struct(
 );
 
 /** struct iommu_test_hw_info (GET_HW_INFO data of a mock device) */
-export const iommu_test_hw_info = struct('iommu_test_hw_info', { flags: 'u32', test_reg: 'u32' }, { header: 'selftest' });
+export const iommu_test_hw_info = struct(
+  'iommu_test_hw_info',
+  { flags: 'u32', test_reg: 'u32' },
+  { header: 'selftest' },
+);
 
 /** IOMMU_TEST_OP_ADD_RESERVED payload */
 export const iommu_test_cmd_add_reserved = testCmd('add_reserved', { start: 'u64', length: 'u64' });

@@ -3,8 +3,9 @@
  * real inside the test VM (npm run test:kernel, vm/run.ts) and are reported as
  * skipped on the host, whose kernel has no iommufd or VFIO.
  */
-import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { kernelPort, onSimulatedKernel } from './recording-port.js';
 
 /** Why kernel suites are skipped outside the VM; shown in the suite title. */
 export const KERNEL_SKIP_REASON = 'needs the real kernel: runs inside the test VM (npm run test:kernel)';
@@ -23,7 +24,25 @@ export function inGuest(): boolean {
  */
 export function describeKernel(title: string, fn: (this: Mocha.Suite) => void): Mocha.Suite | void {
   if (process.env.VFIO_ENGINE_GUEST === '1') return describe(title, fn);
+  if (onSimulatedKernel()) return describe(`${title} [simulated kernel]`, fn);
   return describe.skip(`${title} [skipped: ${KERNEL_SKIP_REASON}]`, fn);
+}
+
+/** Why test-bed suites are skipped on the simulated kernel. */
+export const VM_ONLY_REASON = 'checks the test VM itself: runs only inside it';
+
+/**
+ * `describe` for a suite that needs the test VM itself (the test bed's own checks, or a
+ * comparison with the real kernel): runs only in the guest, skipped with the reason elsewhere.
+ */
+export function describeVm(
+  title: string,
+  fn: (this: Mocha.Suite) => void,
+  simReason = VM_ONLY_REASON,
+): Mocha.Suite | void {
+  if (process.env.VFIO_ENGINE_GUEST === '1') return describe(title, fn);
+  const why = onSimulatedKernel() ? simReason : KERNEL_SKIP_REASON;
+  return describe.skip(`${title} [skipped: ${why}]`, fn);
 }
 
 /** An emulated edu device (QEMU 1234:11e8) bound to vfio-pci in the VM. */
@@ -34,7 +53,7 @@ export interface EduDevice {
   group: number;
   /** VFIO cdev name, e.g. 'vfio0': /dev/vfio/devices/<cdev>. */
   cdev: string;
-  /** The device's sysfs directory (resolved, under /sys/devices). */
+  /** The device's sysfs directory (/sys/bus/pci/drivers/vfio-pci/<bdf>). */
   sysfsPath: string;
 }
 
@@ -45,16 +64,18 @@ const VFIO_PCI = '/sys/bus/pci/drivers/vfio-pci';
  * no vfio-pci driver (the host). Throws if a bound device has no VFIO cdev.
  */
 export function guestTopology(): EduDevice[] {
-  if (!existsSync(VFIO_PCI)) return [];
+  // Through the port, so the simulated kernel answers for its simulated host.
+  const port = kernelPort();
+  if (!port.exists(VFIO_PCI)) return [];
   const devices: EduDevice[] = [];
-  for (const bdf of readdirSync(VFIO_PCI)) {
+  for (const bdf of port.readdir(VFIO_PCI)) {
     if (!/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(bdf)) continue;
-    const sysfsPath = realpathSync(join(VFIO_PCI, bdf));
-    const id = (attr: string) => readFileSync(join(sysfsPath, attr), 'utf8').trim();
+    const sysfsPath = join(VFIO_PCI, bdf);
+    const id = (attr: string) => port.readFile(join(sysfsPath, attr)).trim();
     if (id('vendor') !== '0x1234' || id('device') !== '0x11e8') continue;
-    const group = Number(basename(readlinkSync(join(sysfsPath, 'iommu_group'))));
+    const group = Number(basename(port.readlink(join(sysfsPath, 'iommu_group'))));
     const vfioDev = join(sysfsPath, 'vfio-dev');
-    const cdev = existsSync(vfioDev) ? readdirSync(vfioDev).find((n) => /^vfio\d+$/.test(n)) : undefined;
+    const cdev = port.exists(vfioDev) ? port.readdir(vfioDev).find((n) => /^vfio\d+$/.test(n)) : undefined;
     if (!cdev) throw new Error(`${bdf} is bound to vfio-pci but has no VFIO cdev (${vfioDev})`);
     devices.push({ bdf, group, cdev, sysfsPath });
   }

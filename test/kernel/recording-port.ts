@@ -7,6 +7,8 @@
  */
 import { SyscallError } from '../../src/port/errors.js';
 import { LinuxPort } from '../../src/port/linux.js';
+import { SimPort } from '../../src/port/sim.js';
+import { testVmTopology } from '../../src/kernel/topology.js';
 import type { IoctlArg, SyscallPort } from '../../src/port/port.js';
 import type { Ioctl } from '../../src/uapi/layout.js';
 
@@ -88,12 +90,20 @@ export function recordingPort(inner: SyscallPort, recorder: IoctlRecorder = ioct
 
 let shared: RecordingPort | undefined;
 
+/** True when the kernel suites run against the simulated kernel (VFIO_ENGINE_PORT=sim). */
+export function onSimulatedKernel(): boolean {
+  return process.env.VFIO_ENGINE_PORT === 'sim';
+}
+
 /**
- * The LinuxPort every kernel suite uses, wrapped in the shared recorder. Made on
- * first use (inside a hook or test), never at import: on the host the suites
- * are only collected, not run.
+ * The port every kernel suite uses, wrapped in the shared recorder: LinuxPort in the
+ * test VM, or with VFIO_ENGINE_PORT=sim a SimPort on a simulated kernel shaped like the
+ * test VM (testVmTopology), so the same suites check the simulation. Made on first use
+ * (inside a hook or test), never at import: on the host the suites are only collected.
  */
 export function kernelPort(): RecordingPort {
-  shared ??= recordingPort(new LinuxPort());
+  shared ??= recordingPort(
+    onSimulatedKernel() ? SimPort.startSync(testVmTopology()).port() : new LinuxPort(),
+  );
   return shared;
 }

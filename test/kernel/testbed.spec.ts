@@ -3,11 +3,11 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { expect } from 'chai';
-import { describeKernel, guestTopology, inGuest } from './guest.js';
+import { describeVm, guestTopology, inGuest } from './guest.js';
 
 const isCharDevice = (file: string) => existsSync(file) && statSync(file).isCharacterDevice();
 
-describeKernel('test bed (VM kernel, VFIO, edu devices)', function () {
+describeVm('test bed (VM kernel, VFIO, edu devices)', function () {
   it('is recognised as the guest', function () {
     expect(inGuest()).to.equal(true);
   });

@@ -2,6 +2,7 @@
 // iommufd through its VFIO cdev: bind, attach/detach, GET_HW_INFO, HWPTs, the IOAS rules
 // that only appear with a domain attached, HWPT_INVALIDATE and fault queues.
 // The tests of this suite run in order on one bound device.
+import { VTD_IOMMU } from '../../src/kernel/topology.js';
 import { expect } from 'chai';
 import { PROT, MAP } from '../../src/port/port.js';
 import {
@@ -161,6 +162,11 @@ describeKernel('uapi conformance: iommufd with a VFIO cdev behind Intel VT-d', f
       new Array(8).fill(0),
     );
     const vtd = iommu_hw_info_vtd.view(scratch.bytes);
+    // The simulated kernel's VT-d (src/kernel/topology.ts) must report the same registers.
+    expect([vtd.cap_reg, vtd.ecap_reg], 'cap_reg, ecap_reg').to.deep.equal([
+      VTD_IOMMU.cap_reg,
+      VTD_IOMMU.ecap_reg,
+    ]);
     // 6.12 sets IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 (bit 0) on every VT-d.
     expect(vtd.flags).to.equal(1);
     const mgaw = Number((vtd.cap_reg >> 16n) & 0x3fn) + 1;
