@@ -25,12 +25,78 @@ import {
   iommu_ioas_copy,
   iommu_ioas_iova_ranges,
 } from '../src/uapi/index.js';
-import { IOMMU_TEST_OP, iommu_test_cmd_mock_domain_replace } from '../src/uapi/iommufd-test.js';
+import {
+  IOMMU_TEST_CMD,
+  IOMMU_TEST_OP,
+  MOCK_FLAGS_DEVICE,
+  iommu_test_cmd_mock_domain_flags,
+  iommu_test_cmd_mock_domain_replace,
+} from '../src/uapi/iommufd-test.js';
+import { SimKernel } from '../src/kernel/kernel.js';
+import { iommufdDriver, type IommufdFile } from '../src/kernel/iommufd/index.js';
+import { LinuxPort } from '../src/port/linux.js';
 import { expectErrno, FakeDevice, MOCK_PAGE, MOCK_START, PAGE, RW, Sim, U64_MAX } from './sim-iommufd-kit.js';
 
 const MSI_START = 0xfee0_0000n;
 const MSI_LAST = 0xfeef_ffffn;
 const VTD_LAST = (1n << 39n) - 1n;
+
+describe('sim iommufd: the selftest mock IOMMU next to VT-d', function () {
+  it('iommufdDriver on a VT-d topology: MOCK_DOMAIN and MOCK_DOMAIN_FLAGS -> EINVAL, nothing left behind (as in the VT-d VM)', function () {
+    const kernel = new SimKernel(defaultTopology(), new LinuxPort(), [iommufdDriver]);
+    const port = SimPort.direct(kernel);
+    const fd = port.open('/dev/iommu', 2);
+    const a = iommu_ioas_alloc.view().reset();
+    port.ioctl(fd, IOMMU_IOAS_ALLOC, a.bytes);
+    const m = iommu_test_cmd_mock_domain_flags.view().reset();
+    m.op = IOMMU_TEST_OP.MOCK_DOMAIN;
+    m.id = a.out_ioas_id;
+    expectErrno('EINVAL', () => port.ioctl(fd, IOMMU_TEST_CMD, m.bytes), 'MOCK_DOMAIN');
+    m.op = IOMMU_TEST_OP.MOCK_DOMAIN_FLAGS;
+    m.dev_flags = MOCK_FLAGS_DEVICE.NO_DIRTY;
+    expectErrno('EINVAL', () => port.ioctl(fd, IOMMU_TEST_CMD, m.bytes), 'MOCK_DOMAIN_FLAGS');
+    port.ioctl(fd, IOMMU_IOAS_ALLOC, a.bytes);
+    expect(a.out_ioas_id, 'the aborted object ids are free').to.equal(2);
+    port.close(fd);
+  });
+});
+
+describe('sim iommufd: a host IOMMU other than VT-d (hw_info_type 0, as virtio-iommu)', function () {
+  it('the mock IOMMU serves MOCK_DOMAIN; GET_HW_INFO is type NONE with no data; HWPT flags -> EOPNOTSUPP (no domain_alloc_user)', function () {
+    const topo = defaultTopology();
+    topo.iommu.hw_info_type = 0;
+    const kernel = new SimKernel(topo, new LinuxPort(), [iommufdDriver]);
+    const port = SimPort.direct(kernel);
+    const fd = port.open('/dev/iommu', 2);
+    const a = iommu_ioas_alloc.view().reset();
+    port.ioctl(fd, IOMMU_IOAS_ALLOC, a.bytes);
+    const m = iommu_test_cmd_mock_domain_flags.view().reset();
+    m.op = IOMMU_TEST_OP.MOCK_DOMAIN;
+    m.id = a.out_ioas_id;
+    port.ioctl(fd, IOMMU_TEST_CMD, m.bytes);
+    expect(m.out_hwpt_id).to.equal(4);
+    const f = kernel.file(fd) as IommufdFile;
+    const devId = f.bindDevice(new FakeDevice(topo));
+    const h = iommu_hw_info.view().reset();
+    h.dev_id = devId;
+    h.data_len = 8;
+    h.data_uptr = 8n; // never touched: nothing to copy, but the tail is cleared -> EFAULT
+    expectErrno('EFAULT', () => port.ioctl(fd, IOMMU_GET_HW_INFO, h.bytes));
+    h.data_len = 0;
+    port.ioctl(fd, IOMMU_GET_HW_INFO, h.bytes);
+    expect([h.out_data_type, h.data_len]).to.deep.equal([0, 0]);
+    const hw = iommu_hwpt_alloc.view().reset();
+    hw.dev_id = devId;
+    hw.pt_id = a.out_ioas_id;
+    hw.flags = HF.ALLOC_NEST_PARENT;
+    expectErrno('EOPNOTSUPP', () => port.ioctl(fd, IOMMU_HWPT_ALLOC, hw.bytes));
+    hw.flags = 0;
+    port.ioctl(fd, IOMMU_HWPT_ALLOC, hw.bytes);
+    f.unbindDevice(devId);
+    port.close(fd);
+    expect(kernel.mem.pinCount).to.equal(0);
+  });
+});
 
 describe('sim iommufd: mock domains (selftest)', function () {
   let sim: Sim;

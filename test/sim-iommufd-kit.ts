@@ -10,7 +10,7 @@ import { MAP, MFD, O, PROT } from '../src/port/port.js';
 import { SimPort } from '../src/port/sim.js';
 import { SimKernel } from '../src/kernel/kernel.js';
 import { KernelErrno } from '../src/kernel/errno.js';
-import { iommufdDriver, type IommufdFile } from '../src/kernel/iommufd/index.js';
+import { makeIommufdDriver, type IommufdFile } from '../src/kernel/iommufd/index.js';
 import { defaultTopology, type Topology } from '../src/kernel/topology.js';
 import type { DmaTranslator, IommuDevice } from '../src/kernel/types.js';
 import {
@@ -92,8 +92,9 @@ export class Sim {
   readonly port: SimPort;
   readonly fd: number;
 
-  constructor(topology: Topology = defaultTopology()) {
-    this.kernel = new SimKernel(topology, new LinuxPort(), [iommufdDriver]);
+  /** With `mockIommu` (the default here) the selftest's mock domains work, as in a virtio-iommu VM. */
+  constructor(topology: Topology = defaultTopology(), mockIommu = true) {
+    this.kernel = new SimKernel(topology, new LinuxPort(), [makeIommufdDriver({ mockIommu })]);
     this.port = SimPort.direct(this.kernel);
     this.fd = this.port.open('/dev/iommu', O.RDWR | O.CLOEXEC);
   }

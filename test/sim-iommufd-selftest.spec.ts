@@ -21,18 +21,22 @@ import {
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_MAP_FLAGS as F,
+  IOMMU_OPTION,
+  IOMMU_OPTION_ID,
   IOMMU_VFIO_IOAS,
   iommu_fault_alloc,
   iommu_hwpt_alloc,
   iommu_hwpt_get_dirty_bitmap,
   iommu_hwpt_invalidate,
   iommu_hwpt_set_dirty_tracking,
+  iommu_option,
   iommu_vfio_ioas,
 } from '../src/uapi/index.js';
 import {
   IOMMU_TEST_CMD,
   IOMMU_TEST_OP,
   iommu_test_cmd_access_pages,
+  iommu_test_cmd_access_replace_ioas,
   iommu_test_cmd_access_rw,
   iommu_test_cmd_check_iotlb,
   iommu_test_cmd_create_access,
@@ -370,6 +374,31 @@ describe('sim iommufd: selftest accesses', function () {
     sim.unmap(ioas, 0n, U64_MAX);
   });
 
+  it('ACCESS_REPLACE_IOAS moves the access, dropping its pins in the old IOAS (selftest user_copy)', function () {
+    const a = sim.ioasAlloc();
+    const b = sim.ioasAlloc();
+    const access = createAccess(a);
+    sim.map(a, buf, 4n * PAGE, MOCK_START);
+    sim.map(b, buf, 4n * PAGE, MOCK_START);
+    const item = accessPages(access, MOCK_START, 4n * PAGE, buf);
+    sim.checkRefs(buf, 4n * PAGE, 1);
+    const replace = (ioas: number) =>
+      sim.testCmd(iommu_test_cmd_access_replace_ioas, IOMMU_TEST_OP.ACCESS_REPLACE_IOAS, access, (v) => {
+        v.ioas_id = ioas;
+      });
+    expectErrno('ENOENT', () => replace(99));
+    replace(b);
+    sim.checkRefs(buf, 4n * PAGE, 0);
+    expectErrno('ENOENT', () => destroyItem(access, item), 'unmapped by the move');
+    sim.destroy(a);
+    expectErrno('EBUSY', () => sim.destroy(b));
+    accessPages(access, MOCK_START, 4n * PAGE, buf);
+    sim.checkRefs(buf, 4n * PAGE, 1);
+    sim.port.close(access);
+    sim.checkRefs(buf, 4n * PAGE, 0);
+    sim.destroy(b);
+  });
+
   it('closing the access fd unpins its items; closing the iommufd first defers the teardown', function () {
     const ioas = sim.ioasAlloc();
     const access = createAccess(ioas);
@@ -402,6 +431,14 @@ describe('sim iommufd: VFIO compatibility ioctls on /dev/iommu', function () {
     v.ioas_id = ioas;
     sim.port.ioctl(sim.fd, IOMMU_VFIO_IOAS, v.bytes);
     sim.port.ioctl(sim.fd, VFIO_SET_IOMMU, VFIO_EXTENSION.TYPE1v2_IOMMU);
+    // Type1 v1 turns huge pages off (PAGE_SIZE alignment); v2 has them.
+    sim.port.ioctl(sim.fd, VFIO_SET_IOMMU, VFIO_EXTENSION.TYPE1_IOMMU);
+    expect(sim.iovaRanges(ioas).alignment).to.equal(PAGE);
+    const on = iommu_option.view().reset();
+    on.option_id = IOMMU_OPTION_ID.HUGE_PAGES;
+    on.object_id = ioas;
+    on.val64 = 1n;
+    sim.port.ioctl(sim.fd, IOMMU_OPTION, on.bytes);
     expect(sim.port.ioctl(sim.fd, VFIO_CHECK_EXTENSION, VFIO_EXTENSION.DMA_CC_IOMMU)).to.equal(1);
     const m = vfio_iommu_type1_dma_map.view().reset();
     m.flags = 3;

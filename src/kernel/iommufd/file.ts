@@ -4,7 +4,7 @@
  * order (ioas.c, hw_pagetable.c, device.c, fault.c), the device binding used by VFIO
  * cdevs, and the release that tears every object down.
  */
-import { KernelErrno, kfail } from '../errno.js';
+import { kfail } from '../errno.js';
 import type { SimKernel } from '../kernel.js';
 import type { DmaTranslator, IommuDevice, IommufdBinding, IoctlIn, SimFile } from '../types.js';
 import {
@@ -30,7 +30,7 @@ import { iommu_test_cmd_check_map } from '../../uapi/iommufd-test.js';
 import type { StructInfo } from '../../uapi/layout.js';
 import { AccessFile, FaultFile, type AnonOwner } from './anon.js';
 import { vfioCompatIoctl } from './compat.js';
-import type { Span } from './interval-list.js';
+import { IntervalList, type Span } from './interval-list.js';
 import { IOMMU_READ, IOMMU_WRITE, type IoPagetable } from './io-pagetable.js';
 import {
   Access,
@@ -51,7 +51,7 @@ import {
 } from './objects.js';
 import { PAGE_SIZE, U64_MAX } from './pages.js';
 import { iommufdTest, MOCK_FLAGS_ACCESS_SYZ, syzConvIova } from './test-cmd.js';
-import { copyFromUser, copyToUser, isErrno, offsetofend, Ucmd } from './ucmd.js';
+import { clearUser, copyFromUser, copyToUser, isErrno, offsetofend, Ucmd, userAccessible } from './ucmd.js';
 
 const EINVAL = 22;
 const MAP_FLAGS = { FIXED_IOVA: 1, WRITEABLE: 2, READABLE: 4 } as const;
@@ -72,6 +72,8 @@ export interface IommufdShared {
   readonly groupOwners: Map<string, { owner: IommufdFile; count: number }>;
   /** mock_dev_ida */
   nextMockDev: number;
+  /** Whether mock devices are probed by the mock IOMMU (see IommufdDriverOptions.mockIommu). */
+  readonly mockIommu: boolean;
 }
 
 type Handler = (u: Ucmd) => number;
@@ -475,8 +477,9 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
         if (!hwpt.alive) return null;
         const len = BigInt(length);
         const va = hwpt.ioas.iopt.translate(iova, len, write);
-        // The kernel would reach the pinned pages even after munmap; here the bytes are the mapping's.
-        if (va === null || !mem.covering(va, len)) return null;
+        // The kernel would reach the pinned pages even after munmap; here the bytes are the mapping's,
+        // and a DMA engine must never store into a read-only one.
+        if (va === null || !userAccessible(mem, va, len, write ? 3 : 1)) return null;
         const d = hwpt.domain;
         if (write && d.dirtyTracking) {
           for (let i = iova / d.ioPageSize; i <= (iova + len - 1n) / d.ioPageSize; i++) d.dirty.add(i);
@@ -491,7 +494,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
   /** Binds a VFIO device (iommufd_device_bind); returns its dev_id. */
   bindDevice(dev: IommuDevice): number {
     const backend: DeviceBackend = {
-      kind: 'vtd',
+      kind: 'host',
       group: `pci:${dev.group}`,
       iommu: dev.iommu,
       mockFlags: 0,
@@ -705,16 +708,16 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
     if (c.__reserved) kfail('EOPNOTSUPP', '__reserved');
     const ioas = this.objs.get(c.ioas_id, 'ioas');
     // iommufd_ioas_load_iovas()
-    const list: Span[] = [];
+    const loaded = new IntervalList<Span>();
     for (let i = 0; i < c.num_iovas; i++) {
       const v = new DataView(copyFromUser(this.mem, c.allowed_iovas + BigInt(i) * 16n, 16).buffer);
       const start = v.getBigUint64(0, true);
       const last = v.getBigUint64(8, true);
       if (start >= last) kfail('EINVAL', 'allowed range start >= last');
-      if (list.some((r) => r.start <= last && r.last >= start)) kfail('EINVAL', 'allowed ranges overlap');
-      list.push({ start, last });
+      if (loaded.iterFirst(start, last)) kfail('EINVAL', 'allowed ranges overlap');
+      loaded.insert({ start, last });
     }
-    ioas.iopt.setAllowIova(list);
+    ioas.iopt.setAllowIova([...loaded]);
     return 0;
   }
 
@@ -874,7 +877,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
     const copyLen = Math.min(c.data_len, data.byteLength);
     copyToUser(this.mem, c.data_uptr, data.subarray(0, copyLen));
     if (copyLen < c.data_len)
-      copyToUser(this.mem, c.data_uptr + BigInt(copyLen), new Uint8Array(c.data_len - copyLen));
+      clearUser(this.mem, c.data_uptr + BigInt(copyLen), BigInt(c.data_len - copyLen));
     c.data_len = data.byteLength;
     c.out_capabilities = dirtyCapable(idev.dev) ? IOMMU_HW_CAP_DIRTY_TRACKING : 0n;
     c.out_max_pasid_log2 = 0; // no PASID-capable devices
@@ -1000,13 +1003,8 @@ class DirtyBits {
       list.push([data + byte - page, v]);
     }
     for (const [page, list] of pages) {
-      let p: Uint8Array;
-      try {
-        p = mem.bytes(page, Number(PAGE_SIZE));
-      } catch (e) {
-        if (e instanceof KernelErrno) continue;
-        throw e;
-      }
+      if (!userAccessible(mem, page, PAGE_SIZE, 3)) continue; // the kernel pins it for write
+      const p = mem.bytes(page, Number(PAGE_SIZE));
       for (const [off, v] of list) p[Number(off)] = p[Number(off)]! | v;
     }
   }

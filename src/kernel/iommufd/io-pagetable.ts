@@ -24,7 +24,7 @@ const EDEADLK = 35;
 /** The parts of struct iommu_domain the io_pagetable and the iommufd objects use. */
 export interface IommuDomain {
   /** Which driver made it (domain->owner): attaching to another driver's device is EINVAL. */
-  readonly owner: 'vtd' | 'mock';
+  readonly owner: 'host' | 'mock';
   readonly pgsizeBitmap: bigint;
   readonly apertureStart: bigint;
   readonly apertureEnd: bigint;

@@ -41,11 +41,11 @@ const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1;
 
 /** A device as the iommufd core sees it: which IOMMU driver, which group, where its DMA goes. */
 export interface DeviceBackend {
-  /** The IOMMU driver: Intel VT-d for topology devices, the selftest's mock IOMMU otherwise. */
-  readonly kind: 'vtd' | 'mock';
+  /** The IOMMU driver: the topology's (Intel VT-d when hw_info_type is 1) or the selftest's mock IOMMU. */
+  readonly kind: 'host' | 'mock';
   /** The iommu_group (ownership and attachment are per group). */
   readonly group: string;
-  /** The VT-d unit (kind 'vtd'). */
+  /** The topology's IOMMU (kind 'host'). */
   readonly iommu: IommuSpec | null;
   /** MOCK_FLAGS_DEVICE_* (kind 'mock'). */
   readonly mockFlags: number;
@@ -68,13 +68,14 @@ export function mockDevice(n: number, flags: number): DeviceBackend {
 
 // VT-d capability bits (drivers/iommu/intel/iommu.h).
 const ecapBit = (spec: IommuSpec, bit: number) => ((spec.ecap_reg >> BigInt(bit)) & 1n) === 1n;
+const isVtd = (spec: IommuSpec) => spec.hw_info_type === IOMMU_HW_INFO_TYPE_INTEL_VTD;
 function nestedSupported(spec: IommuSpec): boolean {
   return ecapBit(spec, 43) && ecapBit(spec, 26); // sm_supported && ecap_nest
 }
 
 /** device_iommu_capable(dev, IOMMU_CAP_ENFORCE_CACHE_COHERENCY): VT-d snoop control (ecap SC); never the mock. */
 export function enforceCcCapable(dev: DeviceBackend): boolean {
-  return dev.kind === 'vtd' && ecapBit(dev.iommu!, 7);
+  return dev.kind === 'host' && isVtd(dev.iommu!) && ecapBit(dev.iommu!, 7);
 }
 
 /** device_iommu_capable(dev, IOMMU_CAP_DIRTY_TRACKING) */
@@ -105,11 +106,16 @@ export function domainAllocUser(dev: DeviceBackend, flags: number, hasUserData: 
     };
   }
   const spec = dev.iommu!;
-  if (flags & HWPT_ALLOC.NEST_PARENT && !nestedSupported(spec)) kfail('EOPNOTSUPP', 'VT-d without nesting');
-  if (hasUserData || (dirty && !spec.dirty_tracking))
-    kfail('EOPNOTSUPP', 'VT-d domain data or dirty tracking');
+  if (isVtd(spec)) {
+    if (flags & HWPT_ALLOC.NEST_PARENT && !nestedSupported(spec)) kfail('EOPNOTSUPP', 'VT-d without nesting');
+    if (hasUserData || (dirty && !spec.dirty_tracking))
+      kfail('EOPNOTSUPP', 'VT-d domain data or dirty tracking');
+  } else if (flags || hasUserData) {
+    // A driver without domain_alloc_user (virtio-iommu): iommufd_hwpt_paging_alloc() refuses flags and data.
+    kfail('EOPNOTSUPP', 'the IOMMU driver has no domain_alloc_user');
+  }
   return {
-    owner: 'vtd',
+    owner: 'host',
     pgsizeBitmap: spec.pgsize_bitmap,
     apertureStart: 0n,
     apertureEnd: spec.aperture_last,
@@ -146,8 +152,9 @@ export function domainAttachCheck(domain: IommuDomain, dev: DeviceBackend): void
   if (domain.maxAddr > spec.aperture_last + 1n) kfail('EINVAL', 'domain maps beyond the IOMMU address width');
 }
 
-/** ops->hw_info(): the driver's GET_HW_INFO payload and type. */
+/** ops->hw_info(): the driver's GET_HW_INFO payload and type (NONE and no data for a driver without the op). */
 export function hwInfo(dev: DeviceBackend): { type: number; data: Uint8Array } {
+  if (dev.kind === 'host' && !isVtd(dev.iommu!)) return { type: 0, data: new Uint8Array(0) };
   if (dev.kind === 'mock') {
     const data = new Uint8Array(8); // struct iommu_test_hw_info { flags; test_reg; }
     new DataView(data.buffer).setUint32(4, IOMMU_HW_INFO_SELFTEST_REGVAL, true);

@@ -150,7 +150,13 @@ function mockDomain(ctx: IommufdFile, u: Ucmd): number {
     ctx.objs.releaseId(sobjId);
     kfail('EINVAL', 'mock device flags');
   }
-  const idev = ctx.deviceBind(mockDevice(ctx.shared.nextMockDev++, flags), false);
+  const n = ctx.shared.nextMockDev++;
+  if (!ctx.shared.mockIommu) {
+    // Probed by VT-d, which has no DMAR unit for it: no IOMMU, so no IOMMU_CAP_CACHE_COHERENCY.
+    ctx.objs.releaseId(sobjId);
+    kfail('EINVAL', 'iommufd_device_bind: the mock device has no IOMMU next to VT-d');
+  }
+  const idev = ctx.deviceBind(mockDevice(n, flags), false);
   let ptId: number;
   try {
     ptId = ctx.changePt(idev, c.id, false);

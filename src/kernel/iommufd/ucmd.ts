@@ -53,16 +53,37 @@ export class Ucmd {
   }
 }
 
-/** copy_from_user(): `length` bytes of user memory (EFAULT when any byte is unmapped). */
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+
+/**
+ * Whether user memory [addr, addr + length) is mapped with `prot`. Checked before every
+ * access: touching a PROT_NONE or read-only mapping would fault the simulating process itself.
+ */
+export function userAccessible(mem: ProcessMemory, addr: bigint, length: bigint, prot: number): boolean {
+  const vmas = mem.covering(addr, length);
+  return !!vmas && vmas.every((v) => (v.prot & prot) === prot);
+}
+
+/** copy_from_user(): `length` bytes of user memory (EFAULT when any byte is unmapped or unreadable). */
 export function copyFromUser(mem: ProcessMemory, addr: bigint, length: number): Uint8Array {
   if (length === 0) return new Uint8Array(0);
+  if (!userAccessible(mem, addr, BigInt(length), PROT_READ)) kfail('EFAULT', 'copy_from_user');
   return mem.bytes(addr, length).slice();
 }
 
-/** copy_to_user(): writes `data` at `addr` (EFAULT when any byte is unmapped). */
+/** copy_to_user(): writes `data` at `addr` (EFAULT when any byte is unmapped or read-only). */
 export function copyToUser(mem: ProcessMemory, addr: bigint, data: Uint8Array): void {
   if (!data.byteLength) return;
+  if (!userAccessible(mem, addr, BigInt(data.byteLength), PROT_WRITE)) kfail('EFAULT', 'copy_to_user');
   mem.bytes(addr, data.byteLength).set(data);
+}
+
+/** clear_user(): zeroes [addr, addr + length) (EFAULT when any byte is unmapped or read-only). */
+export function clearUser(mem: ProcessMemory, addr: bigint, length: bigint): void {
+  if (!length) return;
+  if (!userAccessible(mem, addr, length, PROT_WRITE)) kfail('EFAULT', 'clear_user');
+  mem.bytes(addr, Number(length)).fill(0);
 }
 
 /** Whether a thrown value is a simulated-kernel errno of this number. */
