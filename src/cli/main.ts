@@ -6,25 +6,44 @@
  *   vfio-engine uapi     the ioctl numbers and struct sizes the engine speaks (Linux 6.12)
  */
 import { LinuxPort } from '../port/linux.js';
+import { SimPort } from '../port/sim.js';
+import type { SyscallPort } from '../port/port.js';
 import { IOCTLS, STRUCTS } from '../uapi/index.js';
 import { probeHost } from './probe.js';
 
 const USAGE = `usage: vfio-engine <command>
 
 commands:
-  probe   survey this host's kernel: iommufd, the legacy VFIO container, IOMMU groups,
-          devices bound to vfio-pci, RLIMIT_MEMLOCK
+  probe [--kernel sim|linux]
+          survey a kernel: iommufd, the legacy VFIO container, IOMMU groups, devices
+          bound to vfio-pci, RLIMIT_MEMLOCK. Default: the simulated kernel (its default
+          host); --kernel linux asks this machine's kernel
   uapi    list the ioctls (number, fd kind, argument) and struct sizes the engine uses
   help    this text
 `;
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const cmd = argv[0] ?? 'help';
   switch (cmd) {
     case 'probe': {
-      const lines = probeHost(new LinuxPort());
-      const w = Math.max(...lines.map((l) => l.what.length));
-      for (const l of lines) console.log(`${l.ok ? 'ok  ' : 'no  '} ${l.what.padEnd(w)}  ${l.detail}`);
+      const k = argv.indexOf('--kernel');
+      const kernel = k >= 0 ? argv[k + 1] : 'sim';
+      if (kernel !== 'sim' && kernel !== 'linux') {
+        process.stderr.write(`vfio-engine: --kernel takes sim or linux, not '${kernel}'\n`);
+        return 2;
+      }
+      const sim = kernel === 'sim' ? await SimPort.start() : null;
+      try {
+        const port: SyscallPort = sim ? sim.port() : new LinuxPort();
+        console.log(
+          `kernel: ${sim ? 'simulated (the default host; --kernel linux for this machine)' : 'this machine'}`,
+        );
+        const lines = probeHost(port);
+        const w = Math.max(...lines.map((l) => l.what.length));
+        for (const l of lines) console.log(`${l.ok ? 'ok  ' : 'no  '} ${l.what.padEnd(w)}  ${l.detail}`);
+      } finally {
+        await sim?.stop();
+      }
       return 0;
     }
     case 'uapi': {
@@ -49,4 +68,4 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));

@@ -4,7 +4,6 @@
  * (API version, type1v2, unmap-all), IOMMU groups, vfio-pci devices and their cdevs,
  * and the locked-memory limit that bounds how much guest RAM can be pinned.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SyscallError } from '../port/errors.js';
@@ -34,7 +33,14 @@ const why = (e: unknown) => (e instanceof SyscallError ? e.message : String(e));
 /** Surveys the kernel behind `port`. */
 export function probeHost(port: SyscallPort): ProbeLine[] {
   const lines: ProbeLine[] = [
-    { what: 'kernel', ok: true, detail: `${os.type()} ${os.release()} ${os.arch()}` },
+    {
+      what: 'kernel',
+      ok: true,
+      detail:
+        port.kind === 'sim'
+          ? `simulated Linux 6.12 (in a thread of this process on ${os.release()})`
+          : `${os.type()} ${os.release()} ${os.arch()}`,
+    },
   ];
 
   try {
@@ -87,6 +93,20 @@ export function probeHost(port: SyscallPort): ProbeLine[] {
     lines.push({ what: 'legacy VFIO container (/dev/vfio/vfio)', ok: false, detail: why(e) });
   }
 
+  const readdir = (dir: string) => {
+    try {
+      return port.readdir(dir).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    } catch {
+      return [];
+    }
+  };
+  const readlink = (p: string) => {
+    try {
+      return port.readlink(p);
+    } catch {
+      return null;
+    }
+  };
   const groups = readdir('/sys/kernel/iommu_groups');
   lines.push({
     what: 'IOMMU groups',
@@ -97,7 +117,7 @@ export function probeHost(port: SyscallPort): ProbeLine[] {
   const vfioPci = readdir('/sys/bus/pci/drivers/vfio-pci').filter((n) => /^[0-9a-f]{4}:/.test(n));
   const devs = vfioPci.map((bdf) => {
     const base = path.join('/sys/bus/pci/drivers/vfio-pci', bdf);
-    const group = path.basename(safeReadlink(path.join(base, 'iommu_group')) ?? '?');
+    const group = path.basename(readlink(path.join(base, 'iommu_group')) ?? '?');
     const cdev = readdir(path.join(base, 'vfio-dev'))[0] ?? 'no cdev';
     return `${bdf} (group ${group}, ${cdev})`;
   });
@@ -111,20 +131,4 @@ export function probeHost(port: SyscallPort): ProbeLine[] {
   const fmt = (v: bigint) => (v === RLIM_INFINITY ? 'unlimited' : `${v / 1024n} KiB`);
   lines.push({ what: 'RLIMIT_MEMLOCK', ok: true, detail: `soft ${fmt(ml.cur)}, hard ${fmt(ml.max)}` });
   return lines;
-}
-
-function readdir(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
-  } catch {
-    return [];
-  }
-}
-
-function safeReadlink(p: string): string | null {
-  try {
-    return fs.readlinkSync(p);
-  } catch {
-    return null;
-  }
 }
