@@ -1,6 +1,8 @@
 /**
- * `npm test`: the host suites, then the kernel suites inside the test VM, then one
- * closing line `N passed, N failed[, N skipped]` over both.
+ * `npm test`: the host suites, then the kernel suites inside the test VM booted twice (the
+ * vtd variant, then virtio: vm/run.ts runKernelVariants), then the ioctl coverage over the
+ * union of the two boots (one test), then one closing line `N passed, N failed[, N skipped]`
+ * over all of it.
  *
  * When the VM runs, the host run leaves out test/kernel (those run in the guest). When it
  * cannot run here (no QEMU or busybox-static), the host run includes them, and each shows
@@ -12,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runKernelSuite, type Totals } from '../vm/run.js';
+import { runKernelVariants, type Totals } from '../vm/run.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const mocha = path.join(root, 'node_modules/mocha/bin/mocha.js');
@@ -29,6 +31,22 @@ function runHost(ignoreKernel: boolean): Totals {
   return JSON.parse(fs.readFileSync(totalsFile, 'utf8')) as Totals;
 }
 
+// The kernel suites again, unchanged, on the simulated kernel: it must answer as the VM does.
+function runSim(): Totals {
+  const totalsFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-')), 'totals.json');
+  spawnSync(
+    process.execPath,
+    [mocha, '--config', 'test/mocharc.kernel.json', 'dist/test/kernel/**/*.spec.js'],
+    {
+      cwd: root,
+      stdio: 'inherit',
+      env: { ...process.env, VFIO_ENGINE_TOTALS: totalsFile, VFIO_ENGINE_PORT: 'sim' },
+    },
+  );
+  if (!fs.existsSync(totalsFile)) return { passed: 0, failed: 1, skipped: 0 };
+  return JSON.parse(fs.readFileSync(totalsFile, 'utf8')) as Totals;
+}
+
 async function main(): Promise<number> {
   const skipReason =
     process.env.VFIO_ENGINE_SKIP_KERNEL === '1'
@@ -37,27 +55,48 @@ async function main(): Promise<number> {
   const vmPossible = !skipReason && (await canRunVm());
 
   console.log(`\n== host suites${vmPossible ? ' (the kernel suites run next, in the test VM)' : ''}`);
-  const host = runHost(vmPossible === true);
+  const hostOnly = runHost(vmPossible === true);
+  console.log('\n== kernel suites on the simulated kernel (npm run test:sim)');
+  const sim = runSim();
+  const host = {
+    passed: hostOnly.passed + sim.passed,
+    failed: hostOnly.failed + sim.failed,
+    skipped: hostOnly.skipped + sim.skipped,
+  };
   let guest: Totals = { passed: 0, failed: 0, skipped: 0 };
   let vmFailed = false;
+  const notes: string[] = [];
+  // The coverage union needs both boots: whenever they do not run, it counts as skipped.
+  const coverageSkipped = (why: string) => {
+    guest.skipped++;
+    notes.push(`ioctl coverage over both boots skipped (${why})`);
+  };
 
   if (skipReason) {
     console.log(`\n== kernel suites skipped: ${skipReason}`);
+    coverageSkipped(skipReason);
   } else if (vmPossible !== true) {
     console.log(`\n== kernel suites skipped: ${vmPossible}`);
+    coverageSkipped(String(vmPossible));
     if (process.env.VFIO_ENGINE_REQUIRE_KERNEL === '1') vmFailed = true;
   } else {
-    console.log('\n== kernel suites, inside the test VM (npm run test:kernel)');
-    const r = await runKernelSuite({ projectRoot: root });
-    if (r.skippedReason) {
-      console.log(`kernel suites could not run: ${r.skippedReason}`);
+    console.log('\n== kernel suites, inside the test VM: vtd, then virtio (npm run test:kernel)');
+    const run = await runKernelVariants({ projectRoot: root });
+    if (run.skippedReason) {
+      console.log(`kernel suites could not run: ${run.skippedReason}`);
+      coverageSkipped(run.skippedReason);
       vmFailed = process.env.VFIO_ENGINE_REQUIRE_KERNEL === '1';
-    } else if (!r.totals) {
-      console.log(`kernel suites failed before reporting: ${r.error ?? `exit ${r.exitCode}`}`);
-      vmFailed = true;
     } else {
-      guest = r.totals;
-      if (r.exitCode !== 0 && guest.failed === 0) vmFailed = true;
+      // Includes one failure per boot that failed without a failed test, and the coverage test.
+      guest = run.totals;
+      for (const r of run.results) {
+        notes.push(
+          `${r.iommu} VM: ${r.totals ? fmt(r.totals) : 'no totals'}${r.error ? ` (${r.error})` : ''}, ${r.seconds.toFixed(1)} s`,
+        );
+      }
+      notes.push(
+        `ioctl coverage over both boots: ${run.coverage.status}${run.coverage.reason ? ` (${run.coverage.reason})` : ''}`,
+      );
     }
   }
 
@@ -67,8 +106,9 @@ async function main(): Promise<number> {
     skipped: host.skipped + guest.skipped,
   };
   console.log(
-    `\nhost: ${fmt(host)}; kernel VM: ${fmt(guest)}${vmFailed ? '; the test VM run failed (counted as 1 failure)' : ''}`,
+    `\nhost: ${fmt(hostOnly)}; simulated kernel: ${fmt(sim)}; kernel VMs: ${fmt(guest)}${vmFailed ? '; the test VM run failed (counted as 1 failure)' : ''}`,
   );
+  for (const n of notes) console.log(`  ${n}`);
   console.log(fmt(t));
   return t.failed === 0 ? 0 : 1;
 }

@@ -10,7 +10,10 @@
 #   vfio_engine.dir=/path/to/checkout   required
 #   vfio_engine.spec=GLOB               repeatable; default dist/test/kernel/**/*.spec.js
 #   vfio_engine.node=/usr/bin/node      the node binary (default: node on PATH)
+#   vfio_engine.iommu=vtd|virtio        the VM's IOMMU variant (for the suites)
 #   vfio_engine.timeout=SECONDS         watchdog: power off after this long
+#   vfio_engine.env=VFIO_ENGINE_X=VALUE repeatable; exported to the suites (run.ts forwards
+#                                       the host's VFIO_ENGINE_DIFF_* settings this way)
 #
 # Every path ends in a power-off: poweroff -f here or in guest-run.sh, and if
 # even that fails, init exiting panics the kernel, panic=-1 reboots, and
@@ -50,15 +53,18 @@ echo "vfio-engine: guest init at $(cut -d' ' -f1 /proc/uptime) s of uptime, kern
 set -f
 dir=
 node=
+iommu=
 specs=
 timeout=
 for word in $(cat /proc/cmdline); do
   case $word in
     vfio_engine.dir=*) dir=${word#*=} ;;
     vfio_engine.node=*) node=${word#*=} ;;
+    vfio_engine.iommu=*) iommu=${word#*=} ;;
     vfio_engine.spec=*) specs="$specs${word#*=}
 " ;;
     vfio_engine.timeout=*) timeout=${word#*=} ;;
+    vfio_engine.env=VFIO_ENGINE_*=*) export "${word#vfio_engine.env=}" ;;
   esac
 done
 set +f
@@ -91,7 +97,7 @@ case $dir in
     dir=/run/vfio-engine/checkout ;;
 esac
 
-export VFIO_ENGINE_DIR="$dir" VFIO_ENGINE_NODE="$node" VFIO_ENGINE_SPECS="$specs"
+export VFIO_ENGINE_DIR="$dir" VFIO_ENGINE_NODE="$node" VFIO_ENGINE_SPECS="$specs" VFIO_ENGINE_IOMMU="$iommu"
 chroot /host /run/vfio-engine/busybox sh /run/vfio-engine/guest-run.sh
 rc=$?
 exit $rc

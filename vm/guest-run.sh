@@ -6,11 +6,13 @@
 # Binds every edu device (1234:11e8) to vfio-pci, waits for the VFIO cdevs,
 # prints the topology, runs the kernel test suites with mocha from the
 # checkout, then prints the lines vm/run.ts parses and powers off:
+#   @@VFIO_ENGINE_COVERAGE {...}   (the ioctl counts of zz-ioctl-coverage.spec, or null)
 #   @@VFIO_ENGINE_TOTALS {"passed":N,"failed":N,"skipped":N}   (or null)
 #   @@VFIO_ENGINE_EXIT <mocha's exit code, or 1 if it never ran>
 #
 # Env (from guest-init.sh): VFIO_ENGINE_DIR (checkout), VFIO_ENGINE_NODE,
-# VFIO_ENGINE_SPECS (newline-separated globs). Also read from the staging
+# VFIO_ENGINE_SPECS (newline-separated globs), VFIO_ENGINE_IOMMU (vtd or virtio:
+# the suites see it as VFIO_ENGINE_GUEST_IOMMU). Also read from the staging
 # dir: mocharc.json (the project's config without "spec", because mocha adds
 # a config's spec to --spec) and mocha-args (extra mocha args, one a line).
 
@@ -23,8 +25,11 @@ rc=1
 report() {
   totals=null
   [ -s /tmp/totals.json ] && totals=$(cat /tmp/totals.json)
+  coverage=null
+  [ -s /tmp/coverage.json ] && coverage=$(cat /tmp/coverage.json)
   # Own lines, whatever the console held before (a kernel message may not end with a newline).
   echo
+  echo "@@VFIO_ENGINE_COVERAGE $coverage"
   echo "@@VFIO_ENGINE_TOTALS $totals"
   echo "@@VFIO_ENGINE_EXIT $rc"
   : > "$staged/reported"
@@ -62,7 +67,18 @@ for bdf in $edus; do
   done
 done
 
-echo "vfio-engine: kernel $(uname -r); VFIO topology:"
+# The variant must be the IOMMU this VM really has: suites pick their facts by it.
+iommu=${VFIO_ENGINE_IOMMU:-}
+iommus=$(ls /sys/class/iommu 2>/dev/null | tr '\n' ' ')
+case $iommu in
+  vtd) ls /sys/class/iommu 2>/dev/null | grep -q '^dmar' || fail "variant vtd but no DMAR unit in /sys/class/iommu ($iommus)" ;;
+  virtio) [ -d /sys/bus/virtio/drivers/virtio_iommu ] && ls /sys/bus/virtio/drivers/virtio_iommu | grep -q '^virtio' \
+    || fail "variant virtio but no device bound to virtio_iommu (IOMMUs: $iommus)" ;;
+  *) fail "no IOMMU variant (vfio_engine.iommu=vtd|virtio) on the kernel command line" ;;
+esac
+export VFIO_ENGINE_GUEST_IOMMU=$iommu
+
+echo "vfio-engine: kernel $(uname -r); IOMMU $iommu ($iommus); VFIO topology:"
 for bdf in $edus; do
   group=$(basename "$(readlink "/sys/bus/pci/devices/$bdf/iommu_group")")
   cdev=$(ls "/sys/bus/pci/devices/$bdf/vfio-dev" | head -1)
@@ -106,6 +122,6 @@ if [ -f "$staged/mocha-args" ]; then
 fi
 
 echo "vfio-engine: running in $PWD: node node_modules/mocha/bin/mocha.js $*"
-VFIO_ENGINE_GUEST=1 VFIO_ENGINE_TOTALS=/tmp/totals.json "$node" node_modules/mocha/bin/mocha.js "$@"
+VFIO_ENGINE_GUEST=1 VFIO_ENGINE_TOTALS=/tmp/totals.json VFIO_ENGINE_COVERAGE=/tmp/coverage.json "$node" node_modules/mocha/bin/mocha.js "$@"
 rc=$?
 exit $rc

@@ -1,12 +1,14 @@
 /**
  * Runs the kernel test suites (dist/test/kernel) inside a QEMU VM with a real
- * Linux: iommufd, VFIO, an emulated Intel IOMMU and emulated `edu` DMA devices.
+ * Linux: iommufd, VFIO, an emulated IOMMU (Intel VT-d or virtio-iommu: the two
+ * "variants") and emulated `edu` DMA devices, each behind its own PCIe root port.
  * The guest mounts the host's root read-only over 9p and runs the host's node
  * on this checkout (vm/guest-init.sh, vm/guest-run.sh); results come back over
  * the serial console as `@@VFIO_ENGINE_*` marker lines.
  *
- * `npm run test:kernel` = `node dist/vm/run.js [--spec GLOB]... [--kernel PATH]
- * [--vm-timeout S] [--edu N] [mocha args...]`; see `--help`.
+ * `npm run test:kernel` = `node dist/vm/run.js [--iommu vtd|virtio|both] [--spec GLOB]...
+ * [--kernel PATH] [--vm-timeout S] [--edu N] [mocha args...]`; see `--help`. By default
+ * it boots both variants and judges the ioctl coverage over the two runs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -14,6 +16,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+// Only coverage.ts: it loads no port (test/kernel/guest.ts and variant.ts would load both).
+import { judgeCoverage, type CoverageReport } from '../test/kernel/coverage.js';
 
 /** Test counts as written by test/reporter.cjs. */
 export interface Totals {
@@ -22,8 +26,21 @@ export interface Totals {
   skipped: number;
 }
 
+/**
+ * The IOMMU the test VM emulates: 'vtd' is `-device intel-iommu,intremap=on`, 'virtio'
+ * is `-device virtio-iommu-pci`. The guest sees it as VFIO_ENGINE_GUEST_IOMMU.
+ */
+export type IommuVariant = 'vtd' | 'virtio';
+/** Every variant, in the order the drivers boot them. */
+export const IOMMU_VARIANTS: readonly IommuVariant[] = ['vtd', 'virtio'];
+
 /** Options of {@link runKernelSuite}; every one has a default. */
 export interface KernelSuiteOptions {
+  /**
+   * The VM's IOMMU (default 'vtd'). The iommufd selftest's mock domains work only next to
+   * virtio-iommu (in 6.12 intel-iommu claims the mock devices and refuses them).
+   */
+  iommu?: IommuVariant;
   /** The checkout to test (default: found from this file's location). */
   projectRoot?: string;
   /** bzImage to boot (default: env VFIO_ENGINE_KERNEL, the cache, ../shared/vm, else a build). */
@@ -36,7 +53,7 @@ export interface KernelSuiteOptions {
   mochaArgs?: string[];
   /** Kill QEMU and fail after this many seconds (default env VFIO_ENGINE_VM_TIMEOUT, else 1200). */
   timeoutSeconds?: number;
-  /** Number of edu devices (default 2); each gets its own IOMMU group. */
+  /** Number of edu devices (default 2), each alone behind its own PCIe root port and in its own IOMMU group. */
   eduDevices?: number;
   /** Guest memory, QEMU -m syntax (default 2G). */
   memory?: string;
@@ -48,6 +65,8 @@ export interface KernelSuiteOptions {
 
 /** Outcome of {@link runKernelSuite}. */
 export interface KernelSuiteResult {
+  /** The variant booted. */
+  iommu: IommuVariant;
   /**
    * 0 only when the guest ran mocha and no test failed; 2 when `skippedReason`
    * is set; 128+n after signal n; otherwise mocha's code or 1.
@@ -63,21 +82,32 @@ export interface KernelSuiteResult {
   error?: string;
   /** The kernel image booted. */
   kernel?: string;
+  /** The ioctl tallies zz-ioctl-coverage.spec reported, null when none came back. */
+  coverage: CoverageReport | null;
+  /**
+   * Set when the run was narrowed (--spec, --grep, ...): its coverage cannot stand for
+   * the variant's, and says why.
+   */
+  partial?: string;
 }
 
 const SHARED_KERNEL = '../shared/vm/bzImage-6.12.117-vfio';
 const DEFAULT_SPEC = 'dist/test/kernel/**/*.spec.js';
 const KERNEL_APPEND = [
   'console=ttyS0',
+  // For both variants: without a DMAR table (the virtio boot) intel_iommu=on does nothing.
   'intel_iommu=on',
   'iommu.strict=1',
   'panic=-1',
   'quiet',
-  // The emulated VT-d gives no MSI isolation; without these VFIO_SET_IOMMU and
+  // Neither emulated IOMMU gives MSI isolation; without these VFIO_SET_IOMMU and
   // VFIO_DEVICE_BIND_IOMMUFD fail with EPERM.
   'vfio_iommu_type1.allow_unsafe_interrupts=1',
   'iommufd.allow_unsafe_interrupts=1',
 ];
+
+/** Host environment variables forwarded into the guest's suites. */
+const FORWARDED_ENV = /^VFIO_ENGINE_DIFF_[A-Z_]+$/;
 
 /** The directory vm/build-kernel.sh installs kernels into. */
 export function kernelCacheDir(): string {
@@ -92,6 +122,8 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
   const log = (msg: string) => out.write(`vfio-engine: ${msg}\n`);
   const seconds = () => (Date.now() - started) / 1000;
   const root = opts.projectRoot ?? findProjectRoot();
+  const iommu: IommuVariant = opts.iommu ?? 'vtd';
+  if (!IOMMU_VARIANTS.includes(iommu)) return failed(`unknown IOMMU variant ${String(iommu)}`);
 
   const qemu = process.env.VFIO_ENGINE_QEMU || findOnPath('qemu-system-x86_64');
   if (!qemu || !fs.existsSync(qemu)) {
@@ -116,6 +148,15 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
   if ([...specs, ...mochaArgs].some((a) => a.includes('\n')) || specs.some((s) => /\s/.test(s))) {
     return failed('spec globs cannot contain blanks, nor mocha arguments newlines');
   }
+  // Narrowed spec lists show up in the coverage report (the suites it names); filters only here.
+  const filters: string[] = [];
+  extra.forEach((a, i) => {
+    const m = /^(--grep|-g|--fgrep|-f|--invert|-i|--bail|-b)(=|$)/.exec(a);
+    if (!m) return;
+    const takesValue = /^(--grep|-g|--fgrep|-f)$/.test(m[1]!) && !m[2];
+    filters.push(takesValue && extra[i + 1] !== undefined ? `${a} ${extra[i + 1]}` : a);
+  });
+  const partial = filters.length ? `mocha ${filters.join(' ')}` : undefined;
 
   const kernel = await resolveKernel(root, opts, log);
   if ('error' in kernel) return failed(kernel.error);
@@ -131,10 +172,15 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
       ...KERNEL_APPEND,
       `vfio_engine.dir=${root}`,
       `vfio_engine.node=${process.execPath}`,
+      `vfio_engine.iommu=${iommu}`,
       ...specs.map((s) => `vfio_engine.spec=${s}`),
       // The guest powers itself off a little after the host gives up, so even
       // a QEMU orphaned by a SIGKILLed host process ends.
       `vfio_engine.timeout=${Math.ceil(timeout) + 30}`,
+      // Suite settings the host passes through (e.g. the differential test's run count).
+      ...Object.entries(process.env)
+        .filter(([k, v]) => FORWARDED_ENV.test(k) && v && !/\s/.test(v))
+        .map(([k, v]) => `vfio_engine.env=${k}=${v}`),
       // Last, so it can override the above (the guest takes the last dir/node).
       ...(process.env.VFIO_ENGINE_VM_APPEND?.trim()
         ? process.env.VFIO_ENGINE_VM_APPEND.trim().split(/\s+/)
@@ -148,19 +194,25 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
         : ['-M', 'q35', '-accel', tcgAccel(), '-cpu', 'max']),
       ...['-smp', String(opts.smp ?? 2), '-m', opts.memory ?? '2G'],
       // The IOMMU must be created before the devices it translates.
-      ...['-device', 'intel-iommu,intremap=on'],
-      ...Array.from({ length: edu }, () => ['-device', 'edu']).flat(),
+      ...['-device', iommu === 'vtd' ? 'intel-iommu,intremap=on' : 'virtio-iommu-pci'],
+      // Each edu alone on the secondary bus of its own root port: vfio-pci then has a
+      // bus reset for it (on the root bus it had none), and each stays in its own group.
+      ...Array.from({ length: edu }, (_, i) => [
+        ...['-device', `pcie-root-port,id=vfio_engine_rp${i + 1},chassis=${i + 1},slot=${i + 1},bus=pcie.0`],
+        ...['-device', `edu,bus=vfio_engine_rp${i + 1}`],
+      ]).flat(),
       ...['-kernel', kernel.path, '-initrd', initrd, '-append', append],
       ...['-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap'],
       ...['-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio'],
     ];
     log(
-      `booting ${kernel.path} (${kernel.source}) with ${kvm ? 'KVM' : 'TCG'}, ${edu} edu devices, timeout ${timeout} s`,
+      `booting ${kernel.path} (${kernel.source}) with ${kvm ? 'KVM' : 'TCG'}, IOMMU ${iommu}, ` +
+        `${edu} edu devices, timeout ${timeout} s`,
     );
     log(`${qemu} ${args.map(shellQuote).join(' ')}`);
 
     const vm = await runQemu(qemu, args, timeout, out);
-    const base = { seconds: seconds(), kernel: kernel.path };
+    const base = { iommu, seconds: seconds(), kernel: kernel.path, coverage: vm.coverage, partial };
     let result: KernelSuiteResult;
     if (vm.interrupted) {
       const signo = os.constants.signals[vm.interrupted];
@@ -199,9 +251,13 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
           : `the guest failed before mocha reported (exit ${vm.guestExit}): see its log above`;
       }
     }
+    if (vm.coverageError) {
+      result.coverage = null;
+      result.error = [result.error, vm.coverageError].filter(Boolean).join('; ');
+    }
     const t = result.totals;
     log(
-      `kernel suites: ${t ? `${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped` : 'no totals'}` +
+      `kernel suites (${iommu}): ${t ? `${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped` : 'no totals'}` +
         `; exit ${result.exitCode}${result.error ? ` (${result.error})` : ''}` +
         `; VM ${vm.seconds.toFixed(1)} s, total ${result.seconds.toFixed(1)} s`,
     );
@@ -212,23 +268,122 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
 
   function skipped(reason: string): KernelSuiteResult {
     log(`kernel suites not run: ${reason}`);
-    return { exitCode: 2, totals: null, seconds: seconds(), skippedReason: reason };
+    return { iommu, exitCode: 2, totals: null, seconds: seconds(), skippedReason: reason, coverage: null };
   }
   function failed(error: string): KernelSuiteResult {
     log(`kernel suites failed: ${error}`);
-    return { exitCode: 1, totals: null, seconds: seconds(), error };
+    return { iommu, exitCode: 1, totals: null, seconds: seconds(), error, coverage: null };
   }
 }
 
-interface QemuOutcome {
+/** Options of {@link runKernelVariants}: those of {@link runKernelSuite}, for several variants. */
+export interface KernelVariantsOptions extends Omit<KernelSuiteOptions, 'iommu'> {
+  /** The variants to boot, in order (default every one: vtd, then virtio). */
+  variants?: readonly IommuVariant[];
+}
+
+/** Outcome of {@link runKernelVariants}. */
+export interface KernelVariantsResult {
+  /** One result per variant booted (none after a skip: nothing else can run either). */
+  results: KernelSuiteResult[];
+  /**
+   * The ioctl coverage judged over the union of the boots, counted as one test:
+   * skipped (with why) when not every variant ran in full.
+   */
+  coverage: { status: 'passed' | 'failed' | 'skipped'; reason?: string };
+  /** Every boot's counts, plus one failure per boot that failed without a failed test, plus the coverage test. */
+  totals: Totals;
+  /** Set when the test bed cannot run here: nothing was tested. */
+  skippedReason?: string;
+  /** 0 when every boot and the coverage check passed, 2 when skipped, else 1. */
+  exitCode: number;
+}
+
+/**
+ * Boots the test VM once per IOMMU variant (sequentially: each boot wants both cores),
+ * then requires every ioctl of the uapi layer to have been accepted and refused over the
+ * union of the boots (test/kernel/coverage.ts).
+ */
+export async function runKernelVariants(opts: KernelVariantsOptions = {}): Promise<KernelVariantsResult> {
+  const out = opts.output ?? process.stdout;
+  const log = (msg: string) => out.write(`vfio-engine: ${msg}\n`);
+  const variants = opts.variants?.length ? opts.variants : IOMMU_VARIANTS;
+  const results: KernelSuiteResult[] = [];
+  const totals: Totals = { passed: 0, failed: 0, skipped: 0 };
+  for (const iommu of variants) {
+    if (variants.length > 1)
+      log(`== kernel suites, ${iommu} VM (${results.length + 1} of ${variants.length})`);
+    const r = await runKernelSuite({ ...opts, iommu });
+    if (r.skippedReason) {
+      return {
+        results,
+        coverage: { status: 'skipped', reason: r.skippedReason },
+        totals,
+        skippedReason: r.skippedReason,
+        exitCode: 2,
+      };
+    }
+    results.push(r);
+    if (r.totals) {
+      totals.passed += r.totals.passed;
+      totals.failed += r.totals.failed;
+      totals.skipped += r.totals.skipped;
+    }
+    // A boot that failed (crash, timeout, no totals) without a failed test still fails the run.
+    if (r.exitCode !== 0 && !(r.totals && r.totals.failed > 0)) totals.failed++;
+  }
+
+  let coverage: KernelVariantsResult['coverage'];
+  const missing = IOMMU_VARIANTS.filter((v) => !variants.includes(v));
+  if (missing.length) {
+    coverage = {
+      status: 'skipped',
+      reason: `only ${variants.join(', ')} booted (--iommu): needs ${missing.join(', ')} too`,
+    };
+  } else {
+    const verdict = judgeCoverage(
+      results.map((r) => ({ iommu: r.iommu, coverage: r.coverage, partial: r.partial })),
+      IOMMU_VARIANTS,
+    );
+    for (const line of verdict.table) out.write(`  ${line}\n`);
+    if (verdict.status === 'incomplete') {
+      // Narrowed on purpose (--spec, --grep): say so; a full run that lost a boot's report fails.
+      const narrowed = !!opts.specs?.length || results.some((r) => r.partial);
+      coverage = { status: narrowed ? 'skipped' : 'failed', reason: verdict.problems.join('; ') };
+    } else {
+      coverage =
+        verdict.status === 'passed'
+          ? { status: 'passed' }
+          : { status: 'failed', reason: verdict.problems.join('; ') };
+    }
+  }
+  totals[coverage.status]++;
+  log(
+    `ioctl coverage over ${variants.join(' + ')}: ${coverage.status}${coverage.reason ? ` (${coverage.reason})` : ''}`,
+  );
+  const ok = results.every((r) => r.exitCode === 0) && coverage.status !== 'failed';
+  return { results, coverage, totals, exitCode: ok ? 0 : 1 };
+}
+
+/** What the guest's console lines report ({@link readMarkers} fills it in). */
+export interface ConsoleMarkers {
+  /** @@VFIO_ENGINE_EXIT: mocha's exit code in the guest. */
   guestExit: number | null;
+  /** @@VFIO_ENGINE_TOTALS */
   totals: Totals | null;
+  /** @@VFIO_ENGINE_COVERAGE */
+  coverage: CoverageReport | null;
+  /** Set when a coverage marker came back but did not parse. */
+  coverageError: string | null;
+  /** First oops/panic line of the guest kernel, if any. */
+  guestCrash: string | null;
+}
+
+interface QemuOutcome extends ConsoleMarkers {
   qemuExit: number | string | null;
   timedOut: boolean;
   interrupted: NodeJS.Signals | null;
   stderrTail: string;
-  /** First oops/panic line of the guest kernel, if any. */
-  guestCrash: string | null;
   seconds: number;
 }
 
@@ -237,6 +392,43 @@ const PARTIAL_ESCAPE = /\x1b(\[[?0-9;]*)?$|\r$/;
 const TERMINAL_RESET = /\x1bc/g;
 const TERMINAL_MODES = /\x1b\[\?7l|\x1b\[2J/g;
 /* eslint-enable no-control-regex */
+
+/**
+ * Reads one console line (raw: it may end in \r) into `outcome`. A kernel message can
+ * land mid-line, so markers are matched anywhere in a line.
+ */
+export function readMarkers(line: string, outcome: ConsoleMarkers): void {
+  const crash = /(Kernel panic - not syncing: .*|Oops: .*|BUG: .*)/.exec(line);
+  if (crash && !outcome.guestCrash) outcome.guestCrash = crash[1]!.trim();
+  const exit = /@@VFIO_ENGINE_EXIT (\d+)/.exec(line);
+  if (exit) outcome.guestExit = Number(exit[1]);
+  const coverage = /@@VFIO_ENGINE_COVERAGE ([^\r\n]*)/.exec(line);
+  if (coverage) {
+    try {
+      const c = JSON.parse(coverage[1]!.trim()) as CoverageReport | null;
+      if (c !== null && (typeof c !== 'object' || typeof c.ioctls !== 'object' || !Array.isArray(c.suites)))
+        throw new Error('not a coverage report');
+      outcome.coverage = c;
+      outcome.coverageError = null;
+    } catch (e) {
+      // A kernel message landing inside the long line is the likely cause.
+      outcome.coverage = null;
+      outcome.coverageError = `unreadable coverage marker (${(e as Error).message})`;
+    }
+  }
+  const totals = /@@VFIO_ENGINE_TOTALS (\{[^}]*\}|null)/.exec(line);
+  if (totals) {
+    try {
+      const t = JSON.parse(totals[1]!) as Partial<Totals> | null;
+      outcome.totals =
+        t && typeof t.passed === 'number'
+          ? { passed: t.passed, failed: t.failed ?? 0, skipped: t.skipped ?? 0 }
+          : null;
+    } catch {
+      outcome.totals = null;
+    }
+  }
+}
 
 /** Runs QEMU, streams the serial console, parses the markers; QEMU never outlives the call. */
 function runQemu(
@@ -249,6 +441,8 @@ function runQemu(
   const outcome: QemuOutcome = {
     guestExit: null,
     totals: null,
+    coverage: null,
+    coverageError: null,
     qemuExit: null,
     timedOut: false,
     interrupted: null,
@@ -299,25 +493,7 @@ function runQemu(
     outcome.stderrTail = (outcome.stderrTail + chunk).slice(-2000).trim();
   });
 
-  // A kernel message can land mid-line, so markers are matched anywhere in a line.
-  function parseMarker(line: string) {
-    const crash = /(Kernel panic - not syncing: .*|Oops: .*|BUG: .*)/.exec(line);
-    if (crash && !outcome.guestCrash) outcome.guestCrash = crash[1]!.trim();
-    const exit = /@@VFIO_ENGINE_EXIT (\d+)/.exec(line);
-    if (exit) outcome.guestExit = Number(exit[1]);
-    const totals = /@@VFIO_ENGINE_TOTALS (\{[^}]*\}|null)/.exec(line);
-    if (totals) {
-      try {
-        const t = JSON.parse(totals[1]!) as Partial<Totals> | null;
-        outcome.totals =
-          t && typeof t.passed === 'number'
-            ? { passed: t.passed, failed: t.failed ?? 0, skipped: t.skipped ?? 0 }
-            : null;
-      } catch {
-        outcome.totals = null;
-      }
-    }
-  }
+  const parseMarker = (line: string) => readMarkers(line, outcome);
 
   return new Promise((resolve) => {
     const done = (code: number | string | null) => {
@@ -615,7 +791,10 @@ function shellQuote(s: string): string {
 }
 
 const USAGE = `usage: node dist/vm/run.js [options] [mocha args...]
-Runs the kernel test suites inside a QEMU VM (see vm/run.ts).
+Runs the kernel test suites inside a QEMU VM (see vm/run.ts), once per IOMMU
+variant, then checks the ioctl coverage over the union of the boots.
+  --iommu V          vtd (intel-iommu), virtio (virtio-iommu-pci) or both (default:
+                     both, vtd first); the coverage union is judged only with both
   --spec GLOB        spec glob relative to the checkout (repeatable;
                      default ${DEFAULT_SPEC})
   --kernel PATH      bzImage to boot (also env VFIO_ENGINE_KERNEL)
@@ -623,13 +802,14 @@ Runs the kernel test suites inside a QEMU VM (see vm/run.ts).
   --edu N            number of edu devices (default 2)
   --no-build         fail instead of building a kernel when none is found
   --                 pass everything after it to mocha
-Other arguments go to mocha unchanged, e.g. --grep edu, --bail.
+Other arguments go to mocha unchanged, e.g. --grep edu, --bail. A run narrowed by
+--spec or a mocha filter reports the coverage union as skipped, not as passed.
 Env: VFIO_ENGINE_QEMU, VFIO_ENGINE_BUSYBOX, VFIO_ENGINE_VM_ACCEL=kvm|tcg[,thread=multi],
 VFIO_ENGINE_VM_APPEND (extra kernel parameters), VFIO_ENGINE_TOTALS (file for the totals JSON).`;
 
 /** Parses the command line of `node dist/vm/run.js`. */
-export function parseArgs(argv: string[]): KernelSuiteOptions & { help?: boolean } {
-  const opts: KernelSuiteOptions & { help?: boolean } = { specs: [], mochaArgs: [] };
+export function parseArgs(argv: string[]): KernelVariantsOptions & { help?: boolean } {
+  const opts: KernelVariantsOptions & { help?: boolean } = { specs: [], mochaArgs: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const [flag, inline] =
@@ -646,6 +826,13 @@ export function parseArgs(argv: string[]): KernelSuiteOptions & { help?: boolean
       case '--help':
         opts.help = true;
         break;
+      case '--iommu': {
+        const v = value();
+        if (v === 'both') opts.variants = IOMMU_VARIANTS;
+        else if ((IOMMU_VARIANTS as readonly string[]).includes(v)) opts.variants = [v as IommuVariant];
+        else throw new Error(`--iommu takes ${IOMMU_VARIANTS.join(', ')} or both, not ${v}`);
+        break;
+      }
       case '--spec':
         opts.specs!.push(value());
         break;
@@ -686,12 +873,23 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  const result = await runKernelSuite(opts);
-  // Same contract as test/reporter.cjs, so a driver can add up host and VM totals.
-  if (process.env.VFIO_ENGINE_TOTALS && result.totals) {
-    fs.writeFileSync(process.env.VFIO_ENGINE_TOTALS, JSON.stringify(result.totals));
+  const run = await runKernelVariants(opts);
+  if (run.skippedReason) return run.exitCode;
+  const t = run.totals;
+  const line = `${t.passed} passed, ${t.failed} failed` + (t.skipped ? `, ${t.skipped} skipped` : '');
+  if (run.results.length > 1) {
+    for (const r of run.results) {
+      const rt = r.totals;
+      process.stdout.write(
+        `vfio-engine: ${r.iommu} VM: ${rt ? `${rt.passed} passed, ${rt.failed} failed, ${rt.skipped} skipped` : 'no totals'}` +
+          `${r.error ? ` (${r.error})` : ''}, ${r.seconds.toFixed(1)} s\n`,
+      );
+    }
   }
-  return result.exitCode;
+  process.stdout.write(`${line}\n`);
+  // Same contract as test/reporter.cjs, so a driver can add up host and VM totals.
+  if (process.env.VFIO_ENGINE_TOTALS) fs.writeFileSync(process.env.VFIO_ENGINE_TOTALS, JSON.stringify(t));
+  return run.exitCode;
 }
 
 const invoked = process.argv[1] ? fs.realpathSync(process.argv[1]) : '';

@@ -105,13 +105,21 @@ export function defaultTopology(): Topology {
 }
 
 /**
- * The test VM's host as the simulation: two edu devices, each alone in its IOMMU group
- * with a cdev (0000:00:01.0 → group 1, vfio0; 0000:00:02.0 → group 2, vfio1), behind
- * QEMU's VT-d. The kernel suites run unchanged on it.
+ * The test VM's host (vm/run.ts, VT-d variant) as the simulation: two edu devices, each
+ * alone on the secondary bus of its own PCIe root port (so a bus reset resets it alone),
+ * each in its own IOMMU group with a cdev: 0000:01:00.0 → group 5, vfio0; 0000:02:00.0 →
+ * group 6, vfio1. The kernel suites run unchanged on it.
  */
 export function testVmTopology(): Topology {
   const d = defaultTopology();
-  return { ...d, devices: [edu('0000:00:01.0', 1, 'vfio0'), edu('0000:00:02.0', 2, 'vfio1')] };
+  const behindRootPort = (bdf: string, group: number, cdev: string): DeviceSpec => ({
+    ...edu(bdf, group, cdev),
+    reset: true,
+  });
+  return {
+    ...d,
+    devices: [behindRootPort('0000:01:00.0', 5, 'vfio0'), behindRootPort('0000:02:00.0', 6, 'vfio1')],
+  };
 }
 
 function generic(bdf: string, group: number, cdev: string | null): DeviceSpec {

@@ -1,7 +1,8 @@
 // End-to-end DMA through the real IOMMU with both backends: an edu device copies a buffer
 // RAM -> device -> RAM through IOVAs the suite mapped with the uapi layer, and a device
 // write to an unmapped IOVA is blocked. iommufd drives one edu through its cdev, legacy
-// type1 the other through its group, each with full teardown.
+// type1 the other through its group, each with full teardown. Runs in both VMs: the same
+// DMA and the same isolation through VT-d and through virtio-iommu.
 import { expect } from 'chai';
 import {
   IOMMU_IOAS_MAP_FLAGS,
@@ -79,90 +80,93 @@ function dmaTests(rig: () => Rig) {
   });
 }
 
-describeKernel('end-to-end DMA: edu through the emulated VT-d with both backends', function () {
-  this.timeout(60_000);
-  let before0: string[] = [];
+describeKernel(
+  'end-to-end DMA: edu through the emulated IOMMU (VT-d or virtio-iommu) with both backends',
+  function () {
+    this.timeout(60_000);
+    let before0: string[] = [];
 
-  before(function () {
-    expect(SRC_IOVA + BigInt(BUF_PAGES) * P <= EDU_DMA_LIMIT && DST_IOVA < EDU_DMA_LIMIT).to.equal(true);
-    before0 = kernelHandles();
-  });
-
-  describe('iommufd: /dev/iommu + VFIO cdev, IOAS_MAP', function () {
-    let r: Rig;
-    let res: Resources | undefined;
     before(function () {
-      const rs = (res = new Resources(kernelPort()));
-      const fd = rs.open('/dev/iommu');
-      const iommufd = new Iommufd(rs.port, fd);
-      const dev = rs.open(`/dev/vfio/devices/${eduPair().iommufd.cdev}`);
-      const bind = vfio_device_bind_iommufd.view().reset();
-      bind.iommufd = fd;
-      rs.port.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, bind.bytes);
-      const ioas = iommufd.ioasAlloc();
-      const attach = vfio_device_attach_iommufd_pt.view().reset();
-      attach.pt_id = ioas;
-      rs.port.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach.bytes);
-      const src = rs.memfd(BUF_PAGES * PAGE);
-      const dst = rs.memfd(BUF_PAGES * PAGE);
-      const RW = IOMMU_IOAS_MAP_FLAGS.READABLE | IOMMU_IOAS_MAP_FLAGS.WRITEABLE;
-      iommufd.map(ioas, src.va, src.size, SRC_IOVA, RW);
-      iommufd.map(ioas, dst.va, dst.size, DST_IOVA, RW);
-      const edu = new Edu(rs, dev);
-      r = { edu, src, dst, unmapDst: () => iommufd.unmap(ioas, DST_IOVA, dst.size) };
-      expect(edu.enableBusMaster() & 0b110).to.equal(0b110);
-      edu.mapBar0();
+      expect(SRC_IOVA + BigInt(BUF_PAGES) * P <= EDU_DMA_LIMIT && DST_IOVA < EDU_DMA_LIMIT).to.equal(true);
+      before0 = kernelHandles();
     });
-    after(function () {
-      res?.release();
-    });
-    dmaTests(() => r);
-  });
 
-  describe('legacy: /dev/vfio/vfio container + group, type1v2 MAP_DMA', function () {
-    let r: Rig;
-    let res: Resources | undefined;
-    before(function () {
-      const rs = (res = new Resources(kernelPort()));
-      const edu0 = eduPair().legacy;
-      const container = rs.open('/dev/vfio/vfio');
-      const group = rs.open(`/dev/vfio/${edu0.group}`);
-      rs.port.ioctl(group, VFIO_GROUP_SET_CONTAINER, container);
-      rs.port.ioctl(container, VFIO_SET_IOMMU, VFIO_EXTENSION.TYPE1v2_IOMMU);
-      const dev = rs.adopt(rs.port.ioctl(group, VFIO_GROUP_GET_DEVICE_FD, edu0.bdf));
-      const src = rs.memfd(BUF_PAGES * PAGE);
-      const dst = rs.memfd(BUF_PAGES * PAGE);
-      const map = (buf: MemfdBuffer, iova: bigint) => {
-        const m = vfio_iommu_type1_dma_map.view().reset();
-        m.flags = VFIO_DMA_MAP_FLAG.READ | VFIO_DMA_MAP_FLAG.WRITE;
-        m.vaddr = buf.va;
-        m.iova = iova;
-        m.size = BigInt(buf.size);
-        rs.port.ioctl(container, VFIO_IOMMU_MAP_DMA, m.bytes);
-      };
-      map(src, SRC_IOVA);
-      map(dst, DST_IOVA);
-      const unmapDst = () => {
-        const u = vfio_iommu_type1_dma_unmap.view().reset();
-        u.iova = DST_IOVA;
-        u.size = BigInt(dst.size);
-        rs.port.ioctl(container, VFIO_IOMMU_UNMAP_DMA, u.bytes);
-        return u.size;
-      };
-      const edu = new Edu(rs, dev);
-      r = { edu, src, dst, unmapDst };
-      expect(edu.enableBusMaster() & 0b110).to.equal(0b110);
-      edu.mapBar0();
+    describe('iommufd: /dev/iommu + VFIO cdev, IOAS_MAP', function () {
+      let r: Rig;
+      let res: Resources | undefined;
+      before(function () {
+        const rs = (res = new Resources(kernelPort()));
+        const fd = rs.open('/dev/iommu');
+        const iommufd = new Iommufd(rs.port, fd);
+        const dev = rs.open(`/dev/vfio/devices/${eduPair().iommufd.cdev}`);
+        const bind = vfio_device_bind_iommufd.view().reset();
+        bind.iommufd = fd;
+        rs.port.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, bind.bytes);
+        const ioas = iommufd.ioasAlloc();
+        const attach = vfio_device_attach_iommufd_pt.view().reset();
+        attach.pt_id = ioas;
+        rs.port.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach.bytes);
+        const src = rs.memfd(BUF_PAGES * PAGE);
+        const dst = rs.memfd(BUF_PAGES * PAGE);
+        const RW = IOMMU_IOAS_MAP_FLAGS.READABLE | IOMMU_IOAS_MAP_FLAGS.WRITEABLE;
+        iommufd.map(ioas, src.va, src.size, SRC_IOVA, RW);
+        iommufd.map(ioas, dst.va, dst.size, DST_IOVA, RW);
+        const edu = new Edu(rs, dev);
+        r = { edu, src, dst, unmapDst: () => iommufd.unmap(ioas, DST_IOVA, dst.size) };
+        expect(edu.enableBusMaster() & 0b110).to.equal(0b110);
+        edu.mapBar0();
+      });
+      after(function () {
+        res?.release();
+      });
+      dmaTests(() => r);
     });
-    after(function () {
-      res?.release();
-    });
-    dmaTests(() => r);
-  });
 
-  describe('teardown', function () {
-    it('left no fd or mapping of /dev/iommu, /dev/vfio or the test memfds behind', function () {
-      expect(kernelHandles()).to.deep.equal(before0);
+    describe('legacy: /dev/vfio/vfio container + group, type1v2 MAP_DMA', function () {
+      let r: Rig;
+      let res: Resources | undefined;
+      before(function () {
+        const rs = (res = new Resources(kernelPort()));
+        const edu0 = eduPair().legacy;
+        const container = rs.open('/dev/vfio/vfio');
+        const group = rs.open(`/dev/vfio/${edu0.group}`);
+        rs.port.ioctl(group, VFIO_GROUP_SET_CONTAINER, container);
+        rs.port.ioctl(container, VFIO_SET_IOMMU, VFIO_EXTENSION.TYPE1v2_IOMMU);
+        const dev = rs.adopt(rs.port.ioctl(group, VFIO_GROUP_GET_DEVICE_FD, edu0.bdf));
+        const src = rs.memfd(BUF_PAGES * PAGE);
+        const dst = rs.memfd(BUF_PAGES * PAGE);
+        const map = (buf: MemfdBuffer, iova: bigint) => {
+          const m = vfio_iommu_type1_dma_map.view().reset();
+          m.flags = VFIO_DMA_MAP_FLAG.READ | VFIO_DMA_MAP_FLAG.WRITE;
+          m.vaddr = buf.va;
+          m.iova = iova;
+          m.size = BigInt(buf.size);
+          rs.port.ioctl(container, VFIO_IOMMU_MAP_DMA, m.bytes);
+        };
+        map(src, SRC_IOVA);
+        map(dst, DST_IOVA);
+        const unmapDst = () => {
+          const u = vfio_iommu_type1_dma_unmap.view().reset();
+          u.iova = DST_IOVA;
+          u.size = BigInt(dst.size);
+          rs.port.ioctl(container, VFIO_IOMMU_UNMAP_DMA, u.bytes);
+          return u.size;
+        };
+        const edu = new Edu(rs, dev);
+        r = { edu, src, dst, unmapDst };
+        expect(edu.enableBusMaster() & 0b110).to.equal(0b110);
+        edu.mapBar0();
+      });
+      after(function () {
+        res?.release();
+      });
+      dmaTests(() => r);
     });
-  });
-});
+
+    describe('teardown', function () {
+      it('left no fd or mapping of /dev/iommu, /dev/vfio or the test memfds behind', function () {
+        expect(kernelHandles()).to.deep.equal(before0);
+      });
+    });
+  },
+);

@@ -1,15 +1,16 @@
 // uapi conformance, part 2: IOMMU_TEST_CMD (CONFIG_IOMMUFD_TEST) on the real kernel.
 //
-// Mock domains do not work in this VM: MOCK_DOMAIN creates a device on the iommufd_mock
-// bus, and 6.12's __iommu_probe_device() picks the ops of the first IOMMU registered
-// without a fwnode for a device with no fwspec ("only one of Intel, AMD, ... can be
-// present"). intel-iommu registers at rootfs_initcall, before iommufd's selftest, so the
-// mock device is probed with VT-d's ops, which find no DMAR unit for it; it gets no IOMMU, and
-// iommufd_device_bind() answers EINVAL (no IOMMU_CAP_CACHE_COHERENCY). Booted with
-// -device virtio-iommu-pci instead (its fwnode comes from ACPI VIOT), MOCK_DOMAIN works. Without a mock
-// domain there is no MD_CHECK_MAP to succeed and no dirty-tracking domain at all, so the
-// mapping is confirmed with an in-kernel access instead (CREATE_ACCESS, ACCESS_RW,
-// ACCESS_PAGES), and pin counts with MD_CHECK_REFS (also on the VT-d domain in uapi-iommufd-vtd).
+// Mock domains do not work in the vtd VM, where this suite runs: MOCK_DOMAIN creates a
+// device on the iommufd_mock bus, and 6.12's __iommu_probe_device() picks the ops of the
+// first IOMMU registered without a fwnode for a device with no fwspec ("only one of Intel,
+// AMD, ... can be present"). intel-iommu registers at rootfs_initcall, before iommufd's
+// selftest, so the mock device is probed with VT-d's ops, which find no DMAR unit for it; it
+// gets no IOMMU, and iommufd_device_bind() answers EINVAL (no IOMMU_CAP_CACHE_COHERENCY).
+// Booted with -device virtio-iommu-pci instead (its fwnode comes from ACPI VIOT), MOCK_DOMAIN
+// works: the virtio VM runs uapi-iommufd-mock. Here, without a mock domain there is no
+// MD_CHECK_MAP to succeed and no dirty-tracking domain at all, so the mapping is confirmed
+// with an in-kernel access instead (CREATE_ACCESS, ACCESS_RW, ACCESS_PAGES), and pin counts
+// with MD_CHECK_REFS (also on the VT-d domain in uapi-iommufd-vtd).
 import { expect } from 'chai';
 import {
   IOMMU_DESTROY,
@@ -35,7 +36,7 @@ import {
   iommu_test_cmd_mock_domain,
   iommu_test_cmd_mock_domain_flags,
 } from '../../src/uapi/index.js';
-import { describeKernel } from './guest.js';
+import { describeKernelOn } from './variant.js';
 import {
   EBADE,
   EBADFD,
@@ -58,7 +59,7 @@ const F = IOMMU_IOAS_MAP_FLAGS;
 /** iommufd_test.h MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES: not declared in src/uapi/iommufd-test.ts. */
 const MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0;
 
-describeKernel('uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_IOMMUFD_TEST)', function () {
+describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_IOMMUFD_TEST)', function () {
   let res: Resources;
   let fd: number;
   let iommufd: Iommufd;

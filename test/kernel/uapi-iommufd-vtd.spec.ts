@@ -48,7 +48,7 @@ import {
   vfio_device_detach_iommufd_pt,
   vfio_device_info,
 } from '../../src/uapi/index.js';
-import { describeKernel } from './guest.js';
+import { describeKernelOn } from './variant.js';
 import {
   EBADFD,
   eduPair,
@@ -69,7 +69,7 @@ const F = IOMMU_IOAS_MAP_FLAGS;
 const MSI_START = 0xfee0_0000n;
 const MSI_LAST = 0xfeef_ffffn;
 
-describeKernel('uapi conformance: iommufd with a VFIO cdev behind Intel VT-d', function () {
+describeKernelOn('vtd', 'uapi conformance: iommufd with a VFIO cdev behind Intel VT-d', function () {
   let res: Resources;
   let fd: number;
   let iommufd: Iommufd;

@@ -1,7 +1,9 @@
 // uapi conformance, part 4: the VFIO device ioctls on a bound cdev of an edu device
-// (QEMU 1234:11e8: a conventional PCI device on the q35 root bus, 1 MiB BAR0, INTx + one
-// MSI vector, no PM or PCIe capability). The hot reset answers for the group path are in
-// uapi-vfio-type1.
+// (QEMU 1234:11e8: a conventional PCI device, alone behind its own PCIe root port, 1 MiB
+// BAR0, INTx + one MSI vector, no PM or PCIe capability). The hot reset answers for the
+// group path are in uapi-vfio-type1. Same facts with either IOMMU: runs in both VMs.
+// The reset answers follow the topology: below a root port (the VM, pinned by the test
+// bed) edu has a bus reset; on the root bus (still the simulated kernel's shape) none.
 import { expect } from 'chai';
 import {
   VFIO_DEVICE_BIND_IOMMUFD,
@@ -31,6 +33,7 @@ import {
 } from '../../src/uapi/index.js';
 import { describeKernel } from './guest.js';
 import { eduPair, expectErrno, Resources } from './kit.js';
+import type { EduDevice } from './guest.js';
 import { ioctlRecorder, kernelPort } from './recording-port.js';
 
 ioctlRecorder.registerSuite('uapi-vfio-device');
@@ -38,30 +41,36 @@ ioctlRecorder.registerSuite('uapi-vfio-device');
 const MiB = 1n << 20n;
 /** VFIO_PCI_INDEX_TO_OFFSET: vfio-pci puts region `index` at file offset index << 40. */
 const regionOffset = (index: number) => BigInt(index) << 40n;
+/** True when `edu` sits below a bridge (bus != 0), where a secondary bus reset exists. */
+const belowBridge = (edu: EduDevice) => parseInt(edu.bdf.split(':')[1]!, 16) !== 0;
 
 describeKernel('uapi conformance: VFIO device ioctls on an edu cdev', function () {
   let res: Resources;
   let dev: number;
+  let devId: number;
+  let edu: EduDevice;
   const port = () => res.port;
 
   before(function () {
     res = new Resources(kernelPort());
     const iommufd = res.open('/dev/iommu');
-    dev = res.open(`/dev/vfio/devices/${eduPair().iommufd.cdev}`);
+    edu = eduPair().iommufd;
+    dev = res.open(`/dev/vfio/devices/${edu.cdev}`);
     const b = vfio_device_bind_iommufd.view().reset();
     b.iommufd = iommufd;
     res.port.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, b.bytes);
+    devId = b.out_devid;
   });
   after(function () {
     res?.release();
   });
 
-  it('VFIO_DEVICE_GET_INFO: a PCI device with 9 regions and 5 IRQ indexes, no RESET flag; argsz below the minimum -> EINVAL', function () {
+  it('VFIO_DEVICE_GET_INFO: a PCI device with 9 regions and 5 IRQ indexes, RESET below a root port (none on the root bus); argsz below the minimum -> EINVAL', function () {
     const info = vfio_device_info.view().reset();
     port().ioctl(dev, VFIO_DEVICE_GET_INFO, info.bytes);
     expect(info.flags & VFIO_DEVICE_FLAGS.PCI).to.not.equal(0);
-    // No reset method works for edu here (see VFIO_DEVICE_RESET below), so vfio-pci leaves RESET out.
-    expect(info.flags & VFIO_DEVICE_FLAGS.RESET).to.equal(0);
+    // edu has no FLR or PM reset: only a bus reset, below a bridge (see VFIO_DEVICE_RESET).
+    expect(info.flags & VFIO_DEVICE_FLAGS.RESET).to.equal(belowBridge(edu) ? VFIO_DEVICE_FLAGS.RESET : 0);
     expect(info.flags & VFIO_DEVICE_FLAGS.CAPS, 'no capability chain (not zPCI, not PCIe)').to.equal(0);
     expect(info.num_regions).to.equal(VFIO_PCI_REGION.NUM_REGIONS);
     expect(info.num_irqs).to.equal(VFIO_PCI_IRQ.NUM_IRQS);
@@ -127,25 +136,41 @@ describeKernel('uapi conformance: VFIO device ioctls on an edu cdev', function (
     expectErrno('EINVAL', () => port().ioctl(dev, VFIO_DEVICE_GET_IRQ_INFO, bad.bytes), 'argsz 8');
   });
 
-  // edu has no FLR (not PCIe), no PM capability, no ACPI _RST, and sits on the root bus,
-  // where no secondary bus reset exists: pci_try_reset_function() found no method when
-  // vfio-pci opened it, so reset_works is false and the ioctl is refused up front.
-  it('VFIO_DEVICE_RESET -> EINVAL: no reset method for edu on the q35 root bus', function () {
-    expectErrno('EINVAL', () => port().ioctl(dev, VFIO_DEVICE_RESET));
+  // edu has no FLR (not PCIe), no PM capability and no ACPI _RST. Alone on the secondary
+  // bus of its own root port, the bridge's secondary bus reset resets it and nothing else;
+  // on the q35 root bus there is no bus reset, vfio-pci finds no method (reset_works false).
+  it('VFIO_DEVICE_RESET: resets below a root port (bus reset), -> EINVAL on the root bus; a cdev fd not bound -> EINVAL', function () {
+    if (belowBridge(edu)) expect(port().ioctl(dev, VFIO_DEVICE_RESET)).to.equal(0);
+    else expectErrno('EINVAL', () => port().ioctl(dev, VFIO_DEVICE_RESET), 'root bus: no reset method');
+    const unbound = res.open(`/dev/vfio/devices/${edu.cdev}`);
+    expectErrno('EINVAL', () => port().ioctl(unbound, VFIO_DEVICE_RESET), 'unbound cdev fd');
+    res.close(unbound);
   });
 
-  // pci_probe_reset_slot() and pci_probe_reset_bus() both fail on the root bus (no bridge
-  // above it, no hotplug slot), so both hot reset ioctls answer ENODEV after their argument checks.
-  it('VFIO_DEVICE_GET_PCI_HOT_RESET_INFO -> ENODEV (root bus: no slot or bus reset); argsz below the minimum -> EINVAL', function () {
+  it('VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: below a root port one affected device, this one (its iommufd devid, owned), no room for it -> ENOSPC with the count; on the root bus -> ENODEV; argsz below the minimum -> EINVAL', function () {
     const buf = new Uint8Array(vfio_pci_hot_reset_info.size + 4 * vfio_pci_dependent_device.size);
     const h = vfio_pci_hot_reset_info.view(buf).reset();
     h.argsz = buf.byteLength;
-    expectErrno('ENODEV', () => port().ioctl(dev, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf));
+    if (belowBridge(edu)) {
+      port().ioctl(dev, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf);
+      const F = VFIO_PCI_HOT_RESET_FLAG;
+      expect(h.flags, 'cdev: devids, all owned by this iommufd').to.equal(F.DEV_ID | F.DEV_ID_OWNED);
+      expect(h.count).to.equal(1);
+      const d = vfio_pci_dependent_device.view(buf, vfio_pci_hot_reset_info.size);
+      const [, bus, slot, fn] = edu.bdf.split(/[:.]/).map((x) => parseInt(x, 16));
+      expect([d.devid, d.segment, d.bus, d.devfn]).to.deep.equal([devId, 0, bus, (slot! << 3) | fn!]);
+      h.reset().argsz = vfio_pci_hot_reset_info.size;
+      expectErrno('ENOSPC', () => port().ioctl(dev, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf), 'no room');
+      expect(h.count, 'the count needed').to.equal(1);
+    } else {
+      // pci_probe_reset_slot() and pci_probe_reset_bus() both fail on the root bus.
+      expectErrno('ENODEV', () => port().ioctl(dev, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf), 'root bus');
+    }
     h.argsz = 8;
-    expectErrno('EINVAL', () => port().ioctl(dev, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf));
+    expectErrno('EINVAL', () => port().ioctl(dev, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf), 'argsz 8');
   });
 
-  it('VFIO_DEVICE_PCI_HOT_RESET on a cdev: group fds -> EINVAL (a cdev passes an empty array), flags -> EINVAL, the valid empty request -> ENODEV (root bus)', function () {
+  it('VFIO_DEVICE_PCI_HOT_RESET on a cdev: the empty group array resets below a root port (every affected device is bound to this iommufd), -> ENODEV on the root bus; group fds -> EINVAL, flags -> EINVAL', function () {
     const h = vfio_pci_hot_reset.view().reset();
     h.count = 1;
     expectErrno('EINVAL', () => port().ioctl(dev, VFIO_DEVICE_PCI_HOT_RESET, h.bytes), 'count 1 on a cdev');
@@ -153,7 +178,8 @@ describeKernel('uapi conformance: VFIO device ioctls on an edu cdev', function (
     h.flags = VFIO_PCI_HOT_RESET_FLAG.DEV_ID;
     expectErrno('EINVAL', () => port().ioctl(dev, VFIO_DEVICE_PCI_HOT_RESET, h.bytes), 'flags');
     h.flags = 0;
-    expectErrno('ENODEV', () => port().ioctl(dev, VFIO_DEVICE_PCI_HOT_RESET, h.bytes), 'empty array');
+    if (belowBridge(edu)) expect(port().ioctl(dev, VFIO_DEVICE_PCI_HOT_RESET, h.bytes)).to.equal(0);
+    else expectErrno('ENODEV', () => port().ioctl(dev, VFIO_DEVICE_PCI_HOT_RESET, h.bytes), 'root bus');
   });
 
   it('VFIO_DEVICE_FEATURE: PROBE of LOW_POWER_ENTRY (SET) succeeds; DMA logging, migration and BUS_MASTER -> ENOTTY (edu has none); GET on a SET-only feature, GET|SET without PROBE, unknown flags or a short argsz -> EINVAL', function () {

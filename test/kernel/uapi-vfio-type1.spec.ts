@@ -1,6 +1,8 @@
 // uapi conformance, part 5: the legacy VFIO interface: a /dev/vfio/vfio container with the
 // type1 IOMMU driver (v2), an IOMMU group of one edu device, and that device opened through
-// the group. The tests run in order on one container and group.
+// the group. The tests run in order on one container and group. The IOVA space asserted
+// is VT-d's (39-bit aperture): this suite runs in the vtd VM; virtio-iommu's type1 facts
+// are in uapi-iommufd-virtio.
 import { expect } from 'chai';
 import { MAP, PROT } from '../../src/port/port.js';
 import {
@@ -45,7 +47,7 @@ import {
   vfio_pci_hot_reset_info,
 } from '../../src/uapi/index.js';
 import type { EduDevice } from './guest.js';
-import { describeKernel } from './guest.js';
+import { describeKernelOn } from './variant.js';
 import { EBADFD, eduPair, expectErrno, PAGE, Resources, type MemfdBuffer, type Scratch } from './kit.js';
 import { ioctlRecorder, kernelPort } from './recording-port.js';
 
@@ -68,7 +70,7 @@ interface Type1Info {
   dmaAvail?: number;
 }
 
-describeKernel('uapi conformance: legacy VFIO container, type1 IOMMU and group', function () {
+describeKernelOn('vtd', 'uapi conformance: legacy VFIO container, type1 IOMMU and group', function () {
   let res: Resources;
   let container: number;
   let group: number;
@@ -361,7 +363,7 @@ describeKernel('uapi conformance: legacy VFIO container, type1 IOMMU and group',
     expect(unmap(0x10_0000n, 16n * P)).to.equal(16n * P);
   });
 
-  it('VFIO_GROUP_GET_DEVICE_FD: an unknown name -> ENODEV; the BDF gives a device fd; UNSET_CONTAINER while it is open -> EBUSY', function () {
+  it('VFIO_GROUP_GET_DEVICE_FD: an unknown name -> ENODEV; the BDF gives a device fd; UNSET_CONTAINER while it is open -> EBUSY; hot reset through it names groups: below a root port info gives the group id and the reset takes the group fd (none, too many, or a container fd -> EINVAL); on the root bus both -> ENODEV', function () {
     expectErrno(
       'ENODEV',
       () => port().ioctl(group, VFIO_GROUP_GET_DEVICE_FD, '0000:00:1f.7'),
@@ -375,18 +377,43 @@ describeKernel('uapi conformance: legacy VFIO container, type1 IOMMU and group',
     expect(info.flags & VFIO_DEVICE_FLAGS.PCI).to.not.equal(0);
     expectErrno('EBUSY', () => port().ioctl(group, VFIO_GROUP_UNSET_CONTAINER), 'device still open');
 
-    // Hot reset through a group-opened device: the request names the groups it owns.
+    // Hot reset through a group-opened device: the request names the groups it owns. Below
+    // a root port (the VM) the bus reset affects only this edu; the root bus (the simulated
+    // kernel's shape, see uapi-vfio-device) has none.
+    const belowBridge = parseInt(edu.bdf.split(':')[1]!, 16) !== 0;
     const hbuf = new Uint8Array(vfio_pci_hot_reset_info.size + 4 * vfio_pci_dependent_device.size);
-    vfio_pci_hot_reset_info.view(hbuf).reset().argsz = hbuf.byteLength;
-    expectErrno('ENODEV', () => port().ioctl(device, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, hbuf), 'root bus');
-    const rbuf = new Uint8Array(vfio_pci_hot_reset.size + 4);
+    const h = vfio_pci_hot_reset_info.view(hbuf).reset();
+    h.argsz = hbuf.byteLength;
+    if (belowBridge) {
+      port().ioctl(device, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, hbuf);
+      expect([h.flags, h.count], 'group ids, not devids').to.deep.equal([0, 1]);
+      expect(vfio_pci_dependent_device.view(hbuf, vfio_pci_hot_reset_info.size).group_id).to.equal(edu.group);
+    } else {
+      expectErrno('ENODEV', () => port().ioctl(device, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, hbuf), 'root bus');
+    }
+    const rbuf = new Uint8Array(vfio_pci_hot_reset.size + 8);
     const r = vfio_pci_hot_reset.view(rbuf).reset();
     expectErrno('EINVAL', () => port().ioctl(device, VFIO_DEVICE_PCI_HOT_RESET, rbuf), 'no group fds');
     r.argsz = rbuf.byteLength;
+    // group_fds[]: the flexible __s32 array after the struct, which the layout leaves undeclared.
+    const fds = new DataView(rbuf.buffer, vfio_pci_hot_reset.size);
     r.count = 1;
-    // group_fds[0]: the flexible __s32 array after the struct, which the layout leaves undeclared.
-    new DataView(rbuf.buffer).setInt32(vfio_pci_hot_reset.size, group, true);
-    expectErrno('ENODEV', () => port().ioctl(device, VFIO_DEVICE_PCI_HOT_RESET, rbuf), 'root bus');
+    fds.setInt32(0, group, true);
+    if (belowBridge) {
+      expect(port().ioctl(device, VFIO_DEVICE_PCI_HOT_RESET, rbuf)).to.equal(0);
+      r.count = 2;
+      fds.setInt32(4, group, true);
+      expectErrno(
+        'EINVAL',
+        () => port().ioctl(device, VFIO_DEVICE_PCI_HOT_RESET, rbuf),
+        'more fds than devices',
+      );
+      r.count = 1;
+      fds.setInt32(0, container, true);
+      expectErrno('EINVAL', () => port().ioctl(device, VFIO_DEVICE_PCI_HOT_RESET, rbuf), 'a container fd');
+    } else {
+      expectErrno('ENODEV', () => port().ioctl(device, VFIO_DEVICE_PCI_HOT_RESET, rbuf), 'root bus');
+    }
     res.close(device);
   });
 
