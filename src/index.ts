@@ -17,3 +17,13 @@ export {
   type Rlimit,
   type SyscallPort,
 } from './port/port.js';
+export { SimPort, type SimKernelHandle } from './port/sim.js';
+export {
+  defaultTopology,
+  testVmTopology,
+  loadTopology,
+  parseTopology,
+  type Topology,
+  type DeviceSpec,
+  type IommuSpec,
+} from './kernel/topology.js';

@@ -22,6 +22,19 @@ describe('README', function () {
     );
   });
 
+  it('shows examples/sim-kernel.mjs verbatim, and it maps on the simulated kernel and gets EEXIST', function () {
+    const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    const example = fs.readFileSync(path.join(root, 'examples/sim-kernel.mjs'), 'utf8');
+    expect(readme).to.include(example.trimEnd());
+    const out = execFileSync(process.execPath, [path.join(root, 'examples/sim-kernel.mjs')], {
+      encoding: 'utf8',
+    });
+    expect(out).to.match(/^IOAS 1: mapped 1 MiB at IOVA 0x40000000\n/);
+    expect(out).to.match(
+      /IOMMU_IOAS_MAP failed: EEXIST \(File exists\) \[fd=\d+ ioas_id=1 flags=7 iova=0x40000000 length=0x100000 /,
+    );
+  });
+
   it('names the quick start commands and the test command', function () {
     const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
     expect(readme).to.include('npm ci && npm start');
