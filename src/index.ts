@@ -27,3 +27,16 @@ export {
   type DeviceSpec,
   type IommuSpec,
 } from './kernel/topology.js';
+export {
+  createEngine,
+  AddressSpace,
+  type Engine,
+  type EngineOptions,
+  type EngineEvent,
+  type AddDeviceOptions,
+  type DeviceInfo,
+  type MemoryRegion,
+} from './engine.js';
+export type { ListenerEvent } from './memory/transaction.js';
+export type { DmaMapping } from './memory/sections.js';
+export { VfioError } from './backends/errors.js';

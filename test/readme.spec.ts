@@ -35,6 +35,17 @@ describe('README', function () {
     );
   });
 
+  it('shows examples/engine.mjs verbatim, and it attaches with auto selection and maps', function () {
+    const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    const example = fs.readFileSync(path.join(root, 'examples/engine.mjs'), 'utf8');
+    expect(readme).to.include(example.trimEnd());
+    const out = execFileSync(process.execPath, [path.join(root, 'examples/engine.mjs')], {
+      encoding: 'utf8',
+    });
+    expect(out).to.match(/^0000:00:03\.0: iommufd\n0000:00:06\.0: legacy\nmemory\/txn0: 2 mapped in /);
+    expect(out).to.match(/container0: 0x0\+0x1000000\ncontainer1: 0x0\+0x1000000\n$/);
+  });
+
   it('names the quick start commands and the test command', function () {
     const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
     expect(readme).to.include('npm ci && npm start');

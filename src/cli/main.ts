@@ -3,6 +3,7 @@
  * The vfio-engine command line.
  *
  *   vfio-engine probe    what this host's kernel offers (iommufd, VFIO, groups, devices, memlock)
+ *   vfio-engine run      a VM's life on the engine (scenarios/q35.json by default)
  *   vfio-engine uapi     the ioctl numbers and struct sizes the engine speaks (Linux 6.12)
  */
 import { LinuxPort } from '../port/linux.js';
@@ -10,6 +11,7 @@ import { SimPort } from '../port/sim.js';
 import type { SyscallPort } from '../port/port.js';
 import { IOCTLS, STRUCTS } from '../uapi/index.js';
 import { probeHost } from './probe.js';
+import { runScenario } from './run.js';
 
 const USAGE = `usage: vfio-engine <command>
 
@@ -18,6 +20,10 @@ commands:
           survey a kernel: iommufd, the legacy VFIO container, IOMMU groups, devices
           bound to vfio-pci, RLIMIT_MEMLOCK. Default: the simulated kernel (its default
           host); --kernel linux asks this machine's kernel
+  run [scenario.json] [--kernel sim|linux]
+          a VM's life: devices attached (backend chosen and why), a q35 memory map
+          committed, memory hot-added and removed, a device unplugged, shutdown;
+          default scenarios/q35.json on the simulated kernel
   uapi    list the ioctls (number, fd kind, argument) and struct sizes the engine uses
   help    this text
 `;
@@ -45,6 +51,17 @@ async function main(argv: string[]): Promise<number> {
         await sim?.stop();
       }
       return 0;
+    }
+    case 'run': {
+      const k = argv.indexOf('--kernel');
+      const kernel = k >= 0 ? argv[k + 1] : 'sim';
+      if (kernel !== 'sim' && kernel !== 'linux') {
+        process.stderr.write(`vfio-engine: --kernel takes sim or linux, not '${kernel}'\n`);
+        return 2;
+      }
+      const file = argv.slice(1).find((a, i) => !a.startsWith('--') && argv[i] !== '--kernel');
+      const path = file ?? new URL('../../../scenarios/q35.json', import.meta.url).pathname;
+      return runScenario(path, kernel);
     }
     case 'uapi': {
       for (const io of IOCTLS) {

@@ -1,0 +1,225 @@
+import { expect } from 'chai';
+import { Subject } from 'rxjs';
+import { VfioError } from '../src/backends/errors.js';
+import { createEngine, type Engine } from '../src/engine.js';
+import type { ListenerEvent } from '../src/memory/transaction.js';
+import type { MemoryRegion } from '../src/actors/address-space.js';
+import { MiB, expectTablesMatchKernel, ram, record, simFds } from './engine-kit.js';
+
+describe('engine on the simulated kernel', function () {
+  this.timeout(60_000);
+  let engine: Engine;
+  let events: ReturnType<typeof record>;
+  let mem: ReturnType<typeof ram>;
+  const spaces: ReturnType<Engine['createAddressSpace']>[] = [];
+  const space = (name?: string) => {
+    const s = engine.createAddressSpace(name);
+    spaces.push(s);
+    return s;
+  };
+  const region = (
+    gpa: bigint,
+    off: bigint,
+    size: bigint,
+    extra: Partial<MemoryRegion> = {},
+  ): MemoryRegion => ({
+    gpa,
+    size,
+    backing: { fd: mem.fd, offset: off, vaddr: mem.va + off },
+    ...extra,
+  });
+
+  beforeEach(async function () {
+    engine = await createEngine({ workers: 2 });
+    events = record(engine);
+    mem = ram(engine.port, 64n * MiB);
+    spaces.length = 0;
+  });
+  afterEach(async function () {
+    // After every test: the tables equal the kernel's, and shutdown leaves no fd open.
+    for (const s of spaces) {
+      await s.flush();
+      expectTablesMatchKernel(s);
+    }
+    mem.free();
+    await engine.shutdown();
+    expect(simFds()).to.deep.equal([]);
+    expect(events.filter((e) => e.type === 'container.created').length).to.equal(
+      events.filter((e) => e.type === 'container.destroyed').length,
+    );
+  });
+
+  it('selects backends with auto, falling back to legacy for a device without a cdev, and says why', async function () {
+    const s = space('memory');
+    const a = await s.addDevice({ host: '0000:00:03.0' });
+    const b = await s.addDevice({ host: '0000:00:06.0', iommufd: 'auto' });
+    expect(a.backend).to.equal('iommufd');
+    expect(b.backend).to.equal('legacy');
+    expect(b.reason).to.match(/has no VFIO cdev, using the legacy container/);
+    const sel = events.filter((e) => e.type === 'backend.selected');
+    expect(sel.map((e) => e.backend)).to.deep.equal(['iommufd', 'legacy']);
+    const st = engine.state().memory!;
+    expect(st.devices.map((d) => d.state)).to.deep.equal(['attached', 'attached']);
+    expect(st.containers.map((c) => c.backend)).to.deep.equal(['iommufd', 'legacy']);
+  });
+
+  it("iommufd 'on' for a device without a cdev fails the add with a clear error and leaves nothing", async function () {
+    const s = space();
+    const err = await s.addDevice({ host: '0000:00:06.0', iommufd: 'on' }).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(VfioError);
+    expect((err as VfioError).message).to.match(/iommufd=on: cannot use iommufd/);
+    expect(engine.state()[s.name]!.devices).to.deep.equal([]);
+  });
+
+  it('replays a q35 map into the container of a device added later (ROM read-only, MMIO skipped)', async function () {
+    const s = space();
+    s.begin();
+    s.regionAdd(region(0n, 0n, 16n * MiB));
+    s.regionAdd(region(0xfebc_0000n, 0n, 0x1000n, { kind: 'mmio' }));
+    s.regionAdd(region(0xfff0_0000n, 48n * MiB, MiB, { kind: 'rom' }));
+    s.regionAdd(region(0x1_0000_0000n, 16n * MiB, 32n * MiB));
+    await s.commit();
+    expect(s.mappings()).to.deep.equal({});
+    const d = await s.addDevice({ host: '0000:00:03.0' });
+    const t = s.mappings()[d.container]!;
+    expect(t.map((m) => [m.iova, m.size, m.readonly])).to.deep.equal([
+      [0n, 16n * MiB, false],
+      [0xfff0_0000n, MiB, true],
+      [0x1_0000_0000n, 32n * MiB, false],
+    ]);
+  });
+
+  it('takes a del and re-add of the same range in one transaction, and hot-add/remove', async function () {
+    const s = space();
+    const d = await s.addDevice({ host: '0000:00:04.0' });
+    s.begin();
+    s.regionAdd(region(0n, 0n, 8n * MiB));
+    await s.commit();
+    s.begin();
+    s.regionDel(region(0n, 0n, 8n * MiB));
+    s.regionAdd(region(0n, 8n * MiB, 8n * MiB));
+    s.regionAdd(region(0x4000_0000n, 16n * MiB, 4n * MiB)); // hot-add
+    await s.commit();
+    let t = s.mappings()[d.container]!;
+    expect(t.map((m) => [m.iova, m.vaddr - mem.va])).to.deep.equal([
+      [0n, 8n * MiB],
+      [0x4000_0000n, 16n * MiB],
+    ]);
+    expectTablesMatchKernel(s);
+    s.regionDel(region(0x4000_0000n, 16n * MiB, 4n * MiB)); // hot-remove, outside a transaction
+    await s.flush();
+    t = s.mappings()[d.container]!;
+    expect(t.map((m) => m.iova)).to.deep.equal([0n]);
+    const txns = events.filter((e) => e.type === 'txn.committed');
+    expect(txns).to.have.length(3);
+    for (const e of txns) expect(e.ms).to.be.a('number');
+  });
+
+  it('takes memory changes as an Observable of listener events', async function () {
+    const s = space();
+    const d = await s.addDevice({ host: '0000:00:03.0' });
+    const ev$ = new Subject<ListenerEvent<MemoryRegion>>();
+    const sub = s.listen(ev$);
+    ev$.next({ type: 'begin' });
+    ev$.next({ type: 'add', region: region(0x10_0000n, 0n, 4n * MiB) });
+    ev$.next({ type: 'commit' });
+    ev$.next({ type: 'commit' }); // a protocol slip: reported, not fatal
+    await s.flush();
+    sub.unsubscribe();
+    expect(s.mappings()[d.container]!.map((m) => m.iova)).to.deep.equal([0x10_0000n]);
+    expect(
+      events.some((e) => e.type === 'warning' && /commit-without-begin/.test(e.message as string)),
+    ).to.equal(true);
+  });
+
+  it('hot-unplugs a device while a transaction is in flight; the last device tears the container down', async function () {
+    const s = space();
+    const a = await s.addDevice({ host: '0000:00:03.0' });
+    const b = await s.addDevice({ host: '0000:00:04.0' });
+    expect(b.container).to.equal(a.container); // two devices share the IOAS
+    s.begin();
+    for (let i = 0n; i < 256n; i++) s.regionAdd(region(i * 0x20_0000n, i * 0x1000n * 16n, 0x1000n * 16n));
+    const committed = s.commit();
+    const removed = s.removeDevice(a.id);
+    await Promise.all([committed, removed]);
+    expect(s.mappings()[b.container]).to.have.length(256);
+    expectTablesMatchKernel(s);
+    await s.removeDevice(b.id);
+    expect(s.mappings()).to.deep.equal({});
+    expect(events.filter((e) => e.type === 'container.destroyed')).to.have.length(1);
+  });
+
+  it('serves both backends in one address space and keeps both tables equal to the kernel', async function () {
+    const s = space();
+    const a = await s.addDevice({ host: '0000:00:03.0', iommufd: 'on' });
+    const b = await s.addDevice({ host: '0000:00:05.0', iommufd: 'off' });
+    const c = await s.addDevice({ host: '0000:00:05.1', iommufd: 'off' }); // same group: same container
+    expect(c.container).to.equal(b.container);
+    s.begin();
+    s.regionAdd(region(0n, 0n, 4n * MiB));
+    s.regionAdd(region(0x1_0000_0000n, 4n * MiB, 4n * MiB, { readonly: true }));
+    await s.commit();
+    const m = s.mappings();
+    expect(Object.keys(m)).to.deep.equal([a.container, b.container]);
+    expect(m[a.container]).to.deep.equal(m[b.container]);
+  });
+
+  it('fills a second IOAS on the same iommufd object by IOAS_COPY', async function () {
+    const s = space();
+    const obj = engine.createIommufd('shared');
+    const a = await s.addDevice({ host: '0000:00:03.0', iommufd: obj });
+    s.begin();
+    for (let i = 0n; i < 8n; i++) s.regionAdd(region(i * 0x100_0000n, i * MiB, MiB, { readonly: i === 7n }));
+    await s.commit();
+    // An IOAS that cannot take the device (another IOMMU, in real life) makes the backend allocate a second one.
+    const first = s.containerBackend(a.container)!;
+    first.attachDevice = () => {
+      throw new Error('incompatible');
+    };
+    const b = await s.addDevice({ host: '0000:00:04.0', iommufd: obj });
+    expect(b.container).to.not.equal(a.container);
+    const replay = events.find((e) => e.type === 'container.replayed' && e.container === b.container)!;
+    expect(replay.copied).to.equal(8);
+    expect(replay.mapped).to.equal(0);
+    expect(s.mappings()[b.container]).to.deep.equal(s.mappings()[a.container]);
+  });
+
+  it('fails an attach with the first error when the replay cannot map, leaving nothing behind', async function () {
+    const s = space();
+    s.begin();
+    s.regionAdd(region(0n, 0n, 4n * MiB));
+    s.regionAdd({ gpa: 0x4000_0000n, size: MiB, backing: { vaddr: 0x7000_0000_0000n } }); // not mapped in the process
+    await s.commit();
+    const err = await s.addDevice({ host: '0000:00:03.0' }).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(VfioError);
+    expect((err as VfioError).op).to.equal('dma_map');
+    expect((err as VfioError).iova).to.equal(0x4000_0000n);
+    expect(events.some((e) => e.type === 'container.failed' && e.phase === 'init')).to.equal(true);
+    expect(s.mappings()).to.deep.equal({});
+    expect(engine.host.containers).to.deep.equal([]);
+    // Without the bad region the device attaches.
+    s.regionDel({ gpa: 0x4000_0000n, size: MiB, backing: { vaddr: 0x7000_0000_0000n } });
+    const d = await s.addDevice({ host: '0000:00:03.0' });
+    expect(s.mappings()[d.container]).to.have.length(1);
+  });
+
+  it('puts the container in failed on a runtime map failure, surfaces it and reconciles the table', async function () {
+    const s = space();
+    const d = await s.addDevice({ host: '0000:00:04.0', iommufd: 'off' });
+    s.begin();
+    s.regionAdd(region(0n, 0n, 4n * MiB));
+    s.regionAdd({ gpa: 0x4000_0000n, size: MiB, backing: { vaddr: 0x7000_0000_0000n } });
+    s.regionAdd(region(0x8000_0000n, 4n * MiB, 4n * MiB));
+    await s.commit();
+    const failed = events.find((e) => e.type === 'container.failed')!;
+    expect(failed.phase).to.equal('runtime');
+    expect((failed.error as { code?: string }).code).to.be.a('string');
+    expect(events.some((e) => e.type === 'txn.failed')).to.equal(true);
+    const t = s.mappings()[d.container]!;
+    expect(t.map((m) => m.iova)).to.deep.equal([0n, 0x8000_0000n]);
+    expectTablesMatchKernel(s);
+    const st = engine.state()[s.name]!;
+    expect(st.containers[0]!.state).to.equal('failed');
+    expect(st.devices[0]!.state).to.equal('failed');
+  });
+});
