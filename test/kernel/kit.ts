@@ -29,10 +29,6 @@ import { guestTopology, type EduDevice } from './guest.js';
 export const PAGE = 4096;
 /** ULONG_MAX on a 64-bit kernel. */
 export const U64_MAX = 0xffff_ffff_ffff_ffffn;
-/** EBADFD ("file descriptor in bad state"): missing from src/uapi/errno.ts ERRNO, so matched by number. */
-export const EBADFD = 77;
-/** EBADE ("invalid exchange"): missing from ERRNO too; IOMMU_TEST_OP_ACCESS_PAGES answers it. */
-export const EBADE = 52;
 
 /**
  * Runs `fn`, which must fail with `expected` (an errno name, or a number for

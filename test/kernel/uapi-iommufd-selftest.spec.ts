@@ -38,8 +38,6 @@ import {
 } from '../../src/uapi/index.js';
 import { describeKernelOn } from './variant.js';
 import {
-  EBADE,
-  EBADFD,
   expectErrno,
   Iommufd,
   PAGE,
@@ -56,8 +54,6 @@ ioctlRecorder.registerSuite('uapi-iommufd-selftest');
 const P = BigInt(PAGE);
 const BASE = BigInt(MOCK_APERTURE.START);
 const F = IOMMU_IOAS_MAP_FLAGS;
-/** iommufd_test.h MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES: not declared in src/uapi/iommufd-test.ts. */
-const MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0;
 
 describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_IOMMUFD_TEST)', function () {
   let res: Resources;
@@ -188,7 +184,7 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     );
     expectErrno('EINVAL', accessRw(access, 0x10_0000n, 0, scratch.va), 'length 0');
     expectErrno('EOPNOTSUPP', accessRw(access, 0x10_0000n, 16, scratch.va, 1 << 5), 'unknown flag');
-    expectErrno(EBADFD, accessRw(buf.fd, 0x10_0000n, 16, scratch.va), 'a memfd as access');
+    expectErrno('EBADFD', accessRw(buf.fd, 0x10_0000n, 16, scratch.va), 'a memfd as access');
 
     const d = iommu_destroy.view().reset();
     d.id = ioas;
@@ -212,7 +208,7 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     const ioas = iommufd.ioasAlloc();
     const len = 4n * P;
     iommufd.map(ioas, buf.va, len, 0x10_0000n);
-    const pinning = createAccess(ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
+    const pinning = createAccess(ioas, MOCK_ACCESS.FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
     // A domain-less IOAS pins nothing at map time.
     checkRefs(buf.va, len, 0)();
 
@@ -222,7 +218,7 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     expectErrno('EIO', checkRefs(buf.va, len, 0), 'pinned pages counted as unpinned');
     expectErrno('EIO', checkRefs(buf.va, len, 2), 'one pin counted as two');
     checkRefs(other.va, P, 0)();
-    expectErrno(EBADE, accessPages(pinning, 0x10_0000n, P, other.va).call, 'pages of another VA');
+    expectErrno('EBADE', accessPages(pinning, 0x10_0000n, P, other.va).call, 'pages of another VA');
     destroyAccessPages(pinning, pin.cmd.out_access_pages_id)();
     checkRefs(buf.va, len, 0)();
     expectErrno('ENOENT', destroyAccessPages(pinning, pin.cmd.out_access_pages_id), 'already destroyed');

@@ -49,16 +49,7 @@ import {
   vfio_device_info,
 } from '../../src/uapi/index.js';
 import { describeKernelOn } from './variant.js';
-import {
-  EBADFD,
-  eduPair,
-  expectErrno,
-  Iommufd,
-  PAGE,
-  Resources,
-  type MemfdBuffer,
-  type Scratch,
-} from './kit.js';
+import { eduPair, expectErrno, Iommufd, PAGE, Resources, type MemfdBuffer, type Scratch } from './kit.js';
 import { ioctlRecorder, kernelPort } from './recording-port.js';
 
 ioctlRecorder.registerSuite('uapi-iommufd-vtd');
@@ -137,7 +128,7 @@ describeKernelOn('vtd', 'uapi conformance: iommufd with a VFIO cdev behind Intel
     expectErrno('EINVAL', call(bind(-1)), 'iommufd -1');
     expectErrno('EINVAL', call(bind(fd, 1)), 'flags');
     expectErrno('EBADF', call(bind(0x7ff0)), 'a closed fd number');
-    expectErrno(EBADFD, call(bind(buf.fd)), 'a memfd instead of /dev/iommu');
+    expectErrno('EBADFD', call(bind(buf.fd)), 'a memfd instead of /dev/iommu');
     const b = bind(fd);
     port().ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, b.bytes);
     devId = b.out_devid;
