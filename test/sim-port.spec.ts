@@ -83,4 +83,13 @@ describe('SimPort: the channel to the simulated kernel thread', function () {
       await pool.destroy();
     }
   });
+
+  it('fails calls made after the kernel thread stopped with ENODEV instead of blocking', async function () {
+    const other = await SimPort.start();
+    const p = other.port();
+    const fd = p.open('/dev/null', O.RDONLY);
+    p.close(fd);
+    await other.stop();
+    expect(() => p.open('/dev/null', O.RDONLY)).to.throw(SyscallError, /open failed: ENODEV/);
+  });
 });

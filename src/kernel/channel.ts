@@ -20,6 +20,10 @@ const SLOT_BYTES = HDR + DATA;
 /** Largest payload one call carries (ioctl argument, path, pread/pwrite chunk). */
 export const CHANNEL_MAX_DATA = DATA;
 
+// How often a waiting caller checks whether the kernel thread was stopped.
+const STOP_POLL_MS = 200;
+const ENODEV = 19;
+
 const IDLE = 0,
   REQ = 1,
   DONE = 2;
@@ -173,10 +177,18 @@ export class ChannelClient {
         i32[S_I1] = VFS_CALLS.indexOf(c.call);
         break;
     }
+    // A stopped kernel answers nothing: fail like a device that went away instead of blocking forever.
+    if (Atomics.load(this.ctrl, 1) === 1) return { rc: -1n, errno: ENODEV };
     Atomics.store(i32, S_STATE, REQ);
     Atomics.add(this.ctrl, 0, 1);
     Atomics.notify(this.ctrl, 0);
-    while (Atomics.load(i32, S_STATE) !== DONE) Atomics.wait(i32, S_STATE, REQ);
+    while (Atomics.load(i32, S_STATE) !== DONE) {
+      if (Atomics.wait(i32, S_STATE, REQ, STOP_POLL_MS) === 'timed-out' && Atomics.load(this.ctrl, 1) === 1) {
+        if (Atomics.load(i32, S_STATE) === DONE) break;
+        Atomics.store(i32, S_STATE, IDLE);
+        return { rc: -1n, errno: ENODEV };
+      }
+    }
     const rc = i64[B_RC]!;
     const errno = i32[S_ERRNO]!;
     if (out && errno === 0) out.set(data.subarray(0, out.byteLength));
