@@ -16,6 +16,8 @@ export interface DmaWorkerData {
   readonly port: 'linux' | 'sim';
   /** The simulated kernel's channel, when `port` is 'sim'. */
   readonly shared?: ChannelShared;
+  /** An Int32 counter each worker bumps once its port (and koffi) is loaded. */
+  readonly loaded: SharedArrayBuffer;
 }
 
 /** One task: a batch (shared memory), its journal and the target. */
@@ -30,6 +32,12 @@ export interface RunBatchTask {
 
 const data = workerData as DmaWorkerData;
 const port: SyscallPort = data.port === 'sim' ? SimPort.attach(data.shared!) : new LinuxPort();
+// Tell the pool this thread is past loading koffi's native module: terminating a thread in the
+// middle of that load aborts the whole process (napi_throw in the addon's init), so the pool
+// never closes before every worker it created has counted itself here.
+const loaded = new Int32Array(data.loaded);
+Atomics.add(loaded, 0, 1);
+Atomics.notify(loaded, 0);
 
 /** Executes one batch; results are in the journal (the return value is just the op count). */
 export function runBatch(task: RunBatchTask): number {

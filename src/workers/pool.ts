@@ -62,6 +62,9 @@ export class DmaPool {
   private readonly port: SyscallPort;
   private readonly inlineThreshold: number;
   private closed = false;
+  // Workers destroyed, and workers that finished loading (see dma-worker.ts).
+  private destroyed = 0;
+  private readonly loaded = new Int32Array(new SharedArrayBuffer(4));
   /** Pool-level errors seen when no onError was given. */
   readonly errors: unknown[] = [];
   /** Number of worker threads (maxThreads). */
@@ -72,7 +75,10 @@ export class DmaPool {
     this.inlineThreshold = opts.inlineThreshold ?? 8;
     this.threads = opts.maxThreads ?? 2;
     const ext = extname(fileURLToPath(import.meta.url)); // '.ts' under tsx, '.js' built
-    const workerData: DmaWorkerData = opts.sim ? { port: 'sim', shared: opts.sim } : { port: 'linux' };
+    const loaded = this.loaded.buffer as SharedArrayBuffer;
+    const workerData: DmaWorkerData = opts.sim
+      ? { port: 'sim', shared: opts.sim, loaded }
+      : { port: 'linux', loaded };
     this.pool = new Piscina({
       filename: new URL(`./dma-worker${ext}`, import.meta.url).href,
       minThreads: Math.min(opts.minThreads ?? 1, this.threads),
@@ -82,6 +88,7 @@ export class DmaPool {
     });
     // Without a listener a worker load failure would crash the process.
     this.pool.on('error', opts.onError ?? ((e: unknown) => this.errors.push(e)));
+    this.pool.on('workerDestroy', () => this.destroyed++);
   }
 
   /** Runs one batch (ops, or lanes of ops, or an encoded batch) on `target`; never rejects for kernel errors. */
@@ -149,7 +156,19 @@ export class DmaPool {
   /** Waits for running batches, then stops the workers; later runs are refused. */
   async close(): Promise<void> {
     this.closed = true;
+    await this.workersLoaded(10_000);
     await this.pool.close();
+  }
+
+  // Resolves once every live worker has loaded its port (or after `timeoutMs`): workers that
+  // loaded, less those destroyed since (crashed ones), must cover the live ones.
+  private async workersLoaded(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const n = Atomics.load(this.loaded, 0);
+      if (n - this.destroyed >= this.pool.threads.length || Date.now() >= until) return;
+      await Atomics.waitAsync(this.loaded, 0, n, Math.max(1, until - Date.now())).value;
+    }
   }
 }
 
