@@ -35,6 +35,7 @@ import {
   iommu_test_cmd_mock_domain_flags,
 } from '../src/uapi/iommufd-test.js';
 import type { ErrnoName } from '../src/uapi/errno.js';
+import { expectErrno as kernelExpectErrno } from './kernel/kit.js';
 import type { FieldDef, Struct, StructView } from '../src/uapi/layout.js';
 
 /** PAGE_SIZE */
@@ -48,19 +49,23 @@ export const MOCK_START = 1n << 24n;
 /** MOCK_IO_PAGE_SIZE */
 export const MOCK_PAGE = 2048n;
 
-/** Runs `fn`, which must fail with errno `expected` (a name, or a number outside the ERRNO table). */
+/**
+ * The kernel suites' expectErrno, also for direct calls on the file (the VFIO side's binding
+ * API), which throw the model's own KernelErrno rather than a SyscallError.
+ */
 export function expectErrno(expected: ErrnoName | number, fn: () => unknown, what = ''): SyscallError {
-  try {
-    fn();
-  } catch (thrown) {
-    // Direct calls on the file (the VFIO side's binding API) throw the kernel's own errors.
-    const e = thrown instanceof KernelErrno ? new SyscallError('kernel', thrown.errno, {}) : thrown;
-    if (!(e instanceof SyscallError)) throw e;
-    if (typeof expected === 'number') expect(e.errno, `${what}: ${e.message}`).to.equal(expected);
-    else expect(e.code, `${what}: ${e.message}`).to.equal(expected);
-    return e;
-  }
-  return expect.fail(`${what || 'the call'} succeeded; expected ${expected}`);
+  return kernelExpectErrno(
+    expected,
+    () => {
+      try {
+        return fn();
+      } catch (thrown) {
+        if (thrown instanceof KernelErrno) throw new SyscallError('kernel', thrown.errno, {});
+        throw thrown;
+      }
+    },
+    what,
+  );
 }
 
 /** A device of the topology as the VFIO cdev model would hand it to bindDevice(). */
