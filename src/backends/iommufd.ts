@@ -323,6 +323,13 @@ export class IommufdContainer implements ContainerBackend {
           // An IOMMU driver without domain_alloc_user: let the kernel make the domain.
           if (!(e instanceof SyscallError) || e.errno !== ERRNO.EOPNOTSUPP) throw e;
         }
+        if (id !== undefined && !this.devices.length && this.collapsedIovaSpace()) {
+          // Linux 6.12 virtio-iommu: a domain allocated before any attach has a [0, 0]
+          // aperture, and the IOAS takes it over (every map then fails EINVAL). Drop it and
+          // let the attach allocate the domain, finalised against the device first.
+          this.backend.destroyObject(id);
+          id = undefined;
+        }
         if (id === undefined) {
           attach(this.ioasId);
           hwpt = { id: this.ioasId, flags: 0, devices: [], kernelManaged: true };
@@ -542,6 +549,11 @@ export class IommufdContainer implements ContainerBackend {
   }
 
   /** iommufd_cdev_get_info_iova_range(): IOVA ranges and alignment; 64-bit / host page if the query fails. */
+  /** Whether the IOAS's usable IOVA space shrank to at most one page (see attachDevice). */
+  private collapsedIovaSpace(): boolean {
+    return this.backend.ioasIovaRanges(this.ioasId).ranges.every((r) => r.last - r.start < HOST_PAGE);
+  }
+
   private refreshIovaRanges(): void {
     const all =
       this.hwpts.length > 0 && this.hwpts.every((h) => h.flags & IOMMU_HWPT_ALLOC_FLAGS.ALLOC_DIRTY_TRACKING);
