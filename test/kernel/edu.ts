@@ -31,6 +31,7 @@ const PCI_COMMAND_MASTER = 1 << 2;
 /** One edu device opened through VFIO (either backend: only the device fd matters here). */
 export class Edu {
   private regs?: Uint32Array;
+  private bar0?: bigint;
 
   constructor(
     private readonly res: Resources,
@@ -62,10 +63,22 @@ export class Edu {
   mapBar0(): void {
     const bar = this.region(VFIO_PCI_REGION.BAR0_REGION_INDEX);
     const va = this.res.mmap(bar.size, PROT.READ | PROT.WRITE, MAP.SHARED, this.device, bar.offset);
+    this.bar0 = va;
     const bytes = this.res.port.memory(va, 0x100);
     // Uint32Array, never DataView: edu ignores MMIO accesses that are not 4 or 8 bytes wide,
     // and a typed array element is one access of its width.
     this.regs = new Uint32Array(bytes.buffer, bytes.byteOffset, 0x100 / 4);
+  }
+
+  /**
+   * munmaps BAR0. A mapping holds the device file open after its fd is closed (the device
+   * stays open, so its group or cdev stays busy): unmap before the device is released.
+   */
+  unmapBar0(): void {
+    if (this.bar0 === undefined) return;
+    this.res.munmap(this.bar0);
+    this.bar0 = undefined;
+    this.regs = undefined;
   }
 
   private reg(): Uint32Array {

@@ -113,6 +113,14 @@ export class Resources {
     return va;
   }
 
+  /** munmap(2) of a tracked mapping now. */
+  munmap(va: bigint): void {
+    const i = this.held.findIndex((h) => h.kind === 'map' && h.va === va);
+    expect(i, `mapping 0x${va.toString(16)} is not tracked`).to.be.at.least(0);
+    const [h] = this.held.splice(i, 1) as [{ kind: 'map'; va: bigint; length: bigint }];
+    this.port.munmap(h.va, h.length);
+  }
+
   /** Unmaps and closes everything, newest first; throws the first failure after trying all. */
   release(): void {
     const errors: unknown[] = [];
