@@ -64,6 +64,8 @@ export class SimKernel {
   /** The simulated /sys and /dev; drivers add what they simulate. */
   readonly vfs = new SimVfs();
   private readonly files = new Map<number, SimFile>();
+  /** Files closed while still mmapped: released with their last mapping (see close). */
+  private readonly closing = new Set<SimFile>();
   private readonly drivers: Driver[] = [];
 
   constructor(
@@ -120,6 +122,15 @@ export class SimKernel {
     }
   }
 
+  /** Releases closed files whose last mapping is gone. */
+  private releaseUnmapped(): void {
+    for (const f of this.closing) {
+      if (this.mem.maps(f)) continue;
+      this.closing.delete(f);
+      f.release();
+    }
+  }
+
   private run(c: SysCall): bigint {
     switch (c.op) {
       case 'open': {
@@ -137,7 +148,9 @@ export class SimKernel {
         const f = this.files.get(c.fd);
         if (f) {
           this.files.delete(c.fd);
-          f.release();
+          // As fput(): an mmap of the file holds a reference, so release waits for munmap.
+          if (this.mem.maps(f)) this.closing.add(f);
+          else f.release();
         }
         this.host.close(c.fd);
         return 0n;
@@ -159,12 +172,14 @@ export class SimKernel {
           ({ fd, offset, pfnmap } = b);
         }
         const addr = this.host.mmap(c.length, c.prot, c.flags, fd, offset);
-        this.mem.addVma({ start: addr, end: addr + c.length, prot: c.prot, pfnmap });
+        this.mem.addVma({ start: addr, end: addr + c.length, prot: c.prot, pfnmap, file: f });
+        this.releaseUnmapped();
         return addr;
       }
       case 'munmap':
         this.host.munmap(c.addr, c.length);
         this.mem.removeRange(c.addr, c.addr + c.length);
+        this.releaseUnmapped();
         return 0n;
       case 'memfd_create':
         return BigInt(this.host.memfdCreate(c.name, c.flags));

@@ -13,6 +13,8 @@ export interface Vma {
   prot: number;
   /** Device memory (a BAR): VM_PFNMAP, which iommufd cannot pin (EFAULT) and type1 can map. */
   pfnmap: boolean;
+  /** The simulated file mapped (vm_file): it stays open until its last mapping goes. */
+  file?: object;
 }
 
 const PROT_WRITE = 2;
@@ -56,6 +58,11 @@ export class ProcessMemory {
       }
     }
     this.vmas = out;
+  }
+
+  /** Whether any mapping still holds `file` (vm_file keeps a closed file alive). */
+  maps(file: object): boolean {
+    return this.vmas.some((v) => v.file === file);
   }
 
   /** The VMAs covering [addr, addr+length) in order, or null when any byte is unmapped. */

@@ -31,6 +31,7 @@ import {
   vfio_pci_hot_reset_info,
   vfio_region_info,
 } from '../../src/uapi/index.js';
+import { MAP, PROT } from '../../src/port/port.js';
 import { describeKernel } from './guest.js';
 import { eduPair, expectErrno, Resources } from './kit.js';
 import type { EduDevice } from './guest.js';
@@ -202,5 +203,43 @@ describeKernel('uapi conformance: VFIO device ioctls on an edu cdev', function (
     expectErrno('EINVAL', feature(X.GET | X.SET | X.LOW_POWER_ENTRY), 'GET|SET without PROBE');
     expectErrno('EINVAL', feature(X.PROBE | X.SET | X.LOW_POWER_ENTRY | (1 << 19)), 'unknown flag');
     expectErrno('EINVAL', feature(X.PROBE | X.SET | X.LOW_POWER_ENTRY, 4), 'argsz 4');
+  });
+});
+
+describeKernel('uapi conformance: an mmapped BAR keeps a closed VFIO device open', function () {
+  let res: Resources;
+  const port = () => res.port;
+
+  before(function () {
+    res = new Resources(kernelPort());
+  });
+  after(function () {
+    res?.release();
+  });
+
+  /** Opens the edu's cdev and binds it to a new iommufd; returns the device fd. */
+  function bind(edu: EduDevice): number {
+    const iommufd = res.open('/dev/iommu');
+    const dev = res.open(`/dev/vfio/devices/${edu.cdev}`);
+    const b = vfio_device_bind_iommufd.view().reset();
+    b.iommufd = iommufd;
+    port().ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, b.bytes);
+    return dev;
+  }
+
+  it('close(2) of a bound cdev with BAR0 still mmapped leaves the device bound: the next bind -> EINVAL until the munmap', function () {
+    const edu = eduPair().iommufd;
+    const dev = bind(edu);
+    const bar = vfio_region_info.view().reset();
+    bar.index = VFIO_PCI_REGION.BAR0_REGION_INDEX;
+    port().ioctl(dev, VFIO_DEVICE_GET_REGION_INFO, bar.bytes);
+    const va = port().mmap(bar.size, PROT.READ | PROT.WRITE, MAP.SHARED, dev, bar.offset);
+    res.close(dev);
+    const again = res.open(`/dev/vfio/devices/${edu.cdev}`);
+    const b = vfio_device_bind_iommufd.view().reset();
+    b.iommufd = res.open('/dev/iommu');
+    expectErrno('EINVAL', () => port().ioctl(again, VFIO_DEVICE_BIND_IOMMUFD, b.bytes), 'still open');
+    port().munmap(va, bar.size);
+    port().ioctl(again, VFIO_DEVICE_BIND_IOMMUFD, b.bytes);
   });
 });
