@@ -1,5 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -32,5 +34,42 @@ describe('vfio-engine CLI', function () {
   it('refuses unknown commands and options with exit code 2', function () {
     expect(spawnSync(process.execPath, [cli, 'frobnicate']).status).to.equal(2);
     expect(spawnSync(process.execPath, [cli, 'probe', '--kernel', 'xen']).status).to.equal(2);
+    expect(spawnSync(process.execPath, [cli, 'run', '--frob']).status).to.equal(2);
+    const r = spawnSync(process.execPath, [cli, 'run', '--kernel', 'linux', '--topology', 'test-vm'], {
+      encoding: 'utf8',
+    });
+    expect(r.status).to.equal(2);
+    expect(r.stderr).to.include('--topology describes the simulated kernel only');
+  });
+
+  it('probe --topology test-vm surveys the simulated test VM', function () {
+    const out = run('probe', '--topology', 'test-vm');
+    expect(out).to.match(/^kernel: simulated \(the test VM;/m);
+    expect(out).to.include('0000:01:00.0 (group 5, vfio0)');
+  });
+
+  it('run exits 1 when a step fails, and still shuts down', function () {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vfio-engine-cli-'));
+    const file = path.join(dir, 'bad.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        ramMiB: 4,
+        devices: [
+          { id: 'ok', host: '0000:00:03.0' },
+          { id: 'ghost', host: '0000:00:1f.0' },
+        ],
+        steps: [
+          { step: 'attach', devices: ['ok', 'ghost'] },
+          { step: 'commit', add: [{ gpa: '0x0', size: '0x400000' }] },
+        ],
+      }),
+    );
+    const r = spawnSync(process.execPath, [cli, 'run', file], { encoding: 'utf8' });
+    rmSync(dir, { recursive: true });
+    expect(r.status, r.stdout + r.stderr).to.equal(1);
+    expect(r.stdout).to.match(/^ {2}ghost: attach failed: .*0000:00:1f\.0/m);
+    expect(r.stdout).to.match(/^ {2}memory\/txn0: 1 mapped/m);
+    expect(r.stdout).to.match(/^shutdown$/m);
   });
 });

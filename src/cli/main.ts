@@ -10,39 +10,70 @@ import { LinuxPort } from '../port/linux.js';
 import { SimPort } from '../port/sim.js';
 import type { SyscallPort } from '../port/port.js';
 import { IOCTLS, STRUCTS } from '../uapi/index.js';
+import { defaultTopology, loadTopology, testVmTopology, type Topology } from '../kernel/topology.js';
 import { probeHost } from './probe.js';
 import { runScenario } from './run.js';
 
 const USAGE = `usage: vfio-engine <command>
 
 commands:
-  probe [--kernel sim|linux]
+  probe [--kernel sim|linux] [--topology default|test-vm|file.json]
           survey a kernel: iommufd, the legacy VFIO container, IOMMU groups, devices
           bound to vfio-pci, RLIMIT_MEMLOCK. Default: the simulated kernel (its default
           host); --kernel linux asks this machine's kernel
-  run [scenario.json] [--kernel sim|linux]
+  run [scenario.json] [--kernel sim|linux] [--topology default|test-vm|file.json]
           a VM's life: devices attached (backend chosen and why), a q35 memory map
           committed, memory hot-added and removed, a device unplugged, shutdown;
-          default scenarios/q35.json on the simulated kernel
+          default scenarios/q35.json on the simulated kernel; exit 1 if any step failed
+          --topology: the simulated host (sim only): its default, the test VM's
+          (scenarios/test-vm.json), or a topology JSON file
   uapi    list the ioctls (number, fd kind, argument) and struct sizes the engine uses
   help    this text
 `;
+
+/** Options of probe and run. */
+interface CliOptions {
+  kernel: 'sim' | 'linux';
+  /** The simulated host (sim only). */
+  topology?: Topology;
+  topologyName: string;
+  /** The first argument that is not an option. */
+  file?: string;
+}
+
+/** Parses `[file] [--kernel sim|linux] [--topology default|test-vm|file.json]`; a number is an exit code. */
+function options(argv: string[]): CliOptions | number {
+  const o: CliOptions = { kernel: 'sim', topologyName: 'the default host' };
+  const fail = (msg: string) => (process.stderr.write(`vfio-engine: ${msg}\n`), 2);
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--kernel') {
+      const k = argv[++i];
+      if (k !== 'sim' && k !== 'linux') return fail(`--kernel takes sim or linux, not '${k}'`);
+      o.kernel = k;
+    } else if (a === '--topology') {
+      const t = argv[++i];
+      if (!t) return fail('--topology takes default, test-vm or a JSON file');
+      o.topologyName = t === 'default' ? 'the default host' : t === 'test-vm' ? 'the test VM' : t;
+      o.topology = t === 'default' ? defaultTopology() : t === 'test-vm' ? testVmTopology() : loadTopology(t);
+    } else if (a.startsWith('--')) return fail(`unknown option '${a}'`);
+    else o.file ??= a;
+  }
+  if (o.topology && o.kernel !== 'sim') return fail('--topology describes the simulated kernel only');
+  return o;
+}
 
 async function main(argv: string[]): Promise<number> {
   const cmd = argv[0] ?? 'help';
   switch (cmd) {
     case 'probe': {
-      const k = argv.indexOf('--kernel');
-      const kernel = k >= 0 ? argv[k + 1] : 'sim';
-      if (kernel !== 'sim' && kernel !== 'linux') {
-        process.stderr.write(`vfio-engine: --kernel takes sim or linux, not '${kernel}'\n`);
-        return 2;
-      }
-      const sim = kernel === 'sim' ? await SimPort.start() : null;
+      const o = options(argv);
+      if (typeof o === 'number') return o;
+      const sim = o.kernel === 'sim' ? await SimPort.start(o.topology) : null;
       try {
         const port: SyscallPort = sim ? sim.port() : new LinuxPort();
         console.log(
-          `kernel: ${sim ? 'simulated (the default host; --kernel linux for this machine)' : 'this machine'}`,
+          `kernel: ${sim ? `simulated (${o.topologyName}; --kernel linux for this machine)` : 'this machine'}`,
         );
         const lines = probeHost(port);
         const w = Math.max(...lines.map((l) => l.what.length));
@@ -53,15 +84,10 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'run': {
-      const k = argv.indexOf('--kernel');
-      const kernel = k >= 0 ? argv[k + 1] : 'sim';
-      if (kernel !== 'sim' && kernel !== 'linux') {
-        process.stderr.write(`vfio-engine: --kernel takes sim or linux, not '${kernel}'\n`);
-        return 2;
-      }
-      const file = argv.slice(1).find((a, i) => !a.startsWith('--') && argv[i] !== '--kernel');
-      const path = file ?? new URL('../../../scenarios/q35.json', import.meta.url).pathname;
-      return runScenario(path, kernel);
+      const o = options(argv);
+      if (typeof o === 'number') return o;
+      const path = o.file ?? new URL('../../../scenarios/q35.json', import.meta.url).pathname;
+      return runScenario(path, o.kernel, { topology: o.topology });
     }
     case 'uapi': {
       for (const io of IOCTLS) {

@@ -9,6 +9,7 @@ import type { MemoryRegion } from '../actors/address-space.js';
 import type { EngineEvent } from '../actors/events.js';
 import { MAP, MFD, PROT } from '../port/port.js';
 import type { RegionKind } from '../memory/sections.js';
+import type { Topology } from '../kernel/topology.js';
 
 /** A region in a scenario: numbers or hex strings; `offset` into the guest RAM memfd. */
 interface ScenarioRegion {
@@ -33,11 +34,26 @@ export interface Scenario {
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
-/** Runs a scenario; returns the exit code. */
-export async function runScenario(path: string, kernel: 'sim' | 'linux', out = console.log): Promise<number> {
+/** Options of {@link runScenario}. */
+export interface RunOptions {
+  /** The simulated host ('sim' only; default defaultTopology()). */
+  readonly topology?: Topology;
+  /** Where the report goes (default console.log). */
+  readonly out?: (line: string) => void;
+}
+
+/** Runs a scenario; returns the exit code: 1 when a step failed (attach, transaction, container). */
+export async function runScenario(
+  path: string,
+  kernel: 'sim' | 'linux',
+  opts: RunOptions = {},
+): Promise<number> {
+  const out = opts.out ?? console.log;
   const sc = JSON.parse(fs.readFileSync(path, 'utf8')) as Scenario;
   out(`scenario: ${sc.name ?? path} (kernel: ${kernel === 'sim' ? 'simulated' : 'this machine'})`);
+  let code = 0;
   const show = (e: EngineEvent) => {
+    if (e.type === 'container.failed' || e.type === 'txn.failed' || e.type === 'batch.failed') code = 1;
     if (e.type === 'backend.selected') out(`  ${e.device} (${e.host}): ${e.backend}: ${e.reason}`);
     else if (e.type === 'container.created') out(`  ${e.container}: created (${e.target})`);
     else if (e.type === 'container.replayed')
@@ -51,7 +67,7 @@ export async function runScenario(path: string, kernel: 'sim' | 'linux', out = c
     else if (e.type === 'txn.failed') out(`  ${e.txn}: FAILED: ${e.error.message}`);
     else if (e.type === 'warning') out(`  warning: ${e.message}`);
   };
-  const engine = await createEngine({ kernel, inspect: show });
+  const engine = await createEngine({ kernel, topology: opts.topology, inspect: show });
   const port = engine.port;
   const ramSize = BigInt(sc.ramMiB ?? 256) << 20n;
   const memfd = port.memfdCreate('guest-ram', MFD.CLOEXEC);
@@ -69,7 +85,6 @@ export async function runScenario(path: string, kernel: 'sim' | 'linux', out = c
   };
   const space = engine.createAddressSpace('memory');
   const ids = new Map<string, string>();
-  let code = 0;
   const tables = () => {
     for (const [c, t] of Object.entries(space.mappings())) {
       out(`  ${c} (${space.containerBackend(c)?.describe()}): ${t.length} mapping(s)`);
