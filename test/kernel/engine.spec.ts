@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { createEngine, type Engine } from '../../src/engine.js';
 import type { AddressSpace } from '../../src/actors/address-space.js';
 import { testVmTopology } from '../../src/kernel/topology.js';
+import { expectTablesMatchKernel } from '../engine-kit.js';
 import { Edu } from './edu.js';
 import { eduPair, pattern, Resources, type MemfdBuffer } from './kit.js';
 import { onSimulatedKernel } from './recording-port.js';
@@ -31,6 +32,9 @@ describeKernel('engine on the kernel: both backends in one address space, DMA, h
     );
     res = new Resources(engine.port);
     ram = res.memfd(RAM);
+  });
+  afterEach(function () {
+    if (space) expectTablesMatchKernel(space);
   });
   after(async function () {
     res?.release(); // BAR and RAM mappings first: the engine then closes the device fds
