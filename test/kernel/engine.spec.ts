@@ -6,7 +6,7 @@
 // HWPT_ALLOC, see IommufdContainer.attachDevice) and unchanged on the simulated kernel.
 import { expect } from 'chai';
 import { createEngine, type Engine } from '../../src/engine.js';
-import type { AddressSpace } from '../../src/actors/address-space.js';
+import type { AddressSpace, MemoryRegion } from '../../src/actors/address-space.js';
 import { testVmTopology } from '../../src/kernel/topology.js';
 import { expectTablesMatchKernel } from '../engine-kit.js';
 import { Edu } from './edu.js';
@@ -74,14 +74,16 @@ describeKernel('engine on the kernel: both backends in one address space, DMA, h
     }
   });
 
+  const guestRam = (): MemoryRegion => ({
+    gpa: GPA,
+    size: BigInt(RAM),
+    backing: { fd: ram.fd, offset: 0n, vaddr: ram.va },
+    kind: 'ram',
+  });
+
   it('maps committed guest RAM into both containers, and both devices DMA through it', async function () {
     space.begin();
-    space.regionAdd({
-      gpa: GPA,
-      size: BigInt(RAM),
-      backing: { fd: ram.fd, offset: 0n, vaddr: ram.va },
-      kind: 'ram',
-    });
+    space.regionAdd(guestRam());
     await space.commit();
     const tables = Object.values(space.mappings());
     expect(tables).to.have.length(2);
@@ -91,6 +93,7 @@ describeKernel('engine on the kernel: both backends in one address space, DMA, h
   });
 
   it('hot-unplugs the iommufd device; the legacy device keeps working', async function () {
+    edus.a.edu.unmapBar0(); // else the device stays open in the kernel (Edu.unmapBar0)
     await space.removeDevice(edus.a.id);
     expect(Object.values(space.mappings())).to.have.length(1);
     expect(await roundTrip(edus.b.edu, 3)).to.equal(true);
@@ -98,12 +101,7 @@ describeKernel('engine on the kernel: both backends in one address space, DMA, h
 
   it('a removed region blocks the device: memory stays untouched', async function () {
     space.begin();
-    space.regionDel({
-      gpa: GPA,
-      size: BigInt(RAM),
-      backing: { fd: ram.fd, offset: 0n, vaddr: ram.va },
-      kind: 'ram',
-    });
+    space.regionDel(guestRam());
     await space.commit();
     expect(Object.values(space.mappings())[0]).to.deep.equal([]);
     const dst = ram.bytes.subarray(0x2000, 0x2000 + 64);
