@@ -556,12 +556,12 @@ export class IommufdContainer implements ContainerBackend {
     }
   }
 
-  /** iommufd_cdev_get_info_iova_range(): IOVA ranges and alignment; 64-bit / host page if the query fails. */
   /** Whether the IOAS's usable IOVA space shrank to at most one page (see attachDevice). */
   private collapsedIovaSpace(): boolean {
     return this.backend.ioasIovaRanges(this.ioasId).ranges.every((r) => r.last - r.start < HOST_PAGE);
   }
 
+  /** iommufd_cdev_get_info_iova_range(): IOVA ranges and alignment; 64-bit / host page if the query fails. */
   private refreshIovaRanges(): void {
     const all =
       this.hwpts.length > 0 && this.hwpts.every((h) => h.flags & IOMMU_HWPT_ALLOC_FLAGS.ALLOC_DIRTY_TRACKING);
