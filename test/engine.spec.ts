@@ -274,15 +274,26 @@ describe('engine on the simulated kernel', function () {
       const c = await s.addDevice({ host: '0000:00:06.0', iommufd: 'off' });
       expect(c.container).to.equal(b.container);
       const [ea, eb, ec] = [a, b, c].map((d) => eduOf(d.bdf));
+      // RAM where the BAR goes, then replaced in one transaction by the BAR and RAM after it:
+      // one lane (unmap, map BAR, map RAM), and the refused BAR map must not skip the RAM map.
       s.begin();
       s.regionAdd(region(0n, 0n, 4n * MiB));
+      s.regionAdd(region(BAR_GPA, 4n * MiB, 2n * MiB));
+      await s.commit();
+      s.begin();
+      s.regionDel(region(BAR_GPA, 4n * MiB, 2n * MiB));
       s.regionAdd(barRegion(ec!.bar.va));
+      s.regionAdd(region(BAR_GPA + MiB, 5n * MiB, MiB));
       await s.commit();
       expect(spans(s.mappings()[b.container])).to.deep.equal([
         [0n, 4n * MiB],
         [BAR_GPA, MiB],
+        [BAR_GPA + MiB, MiB],
       ]);
-      expect(spans(s.mappings()[a.container])).to.deep.equal([[0n, 4n * MiB]]);
+      expect(spans(s.mappings()[a.container])).to.deep.equal([
+        [0n, 4n * MiB],
+        [BAR_GPA + MiB, MiB],
+      ]);
       expectWarnedOnce(a.container);
       expectNothingFailed(s);
       expectTablesMatchKernel(s);
@@ -302,12 +313,12 @@ describe('engine on the simulated kernel', function () {
       // Unrelated commits, then the BAR removed and added again: the map is retried (legacy
       // maps it again) and fails again on iommufd, still with the one warning.
       s.begin();
-      s.regionAdd(region(0x1000_0000n, 4n * MiB, 4n * MiB));
+      s.regionAdd(region(0x2000_0000n, 8n * MiB, 4n * MiB));
       await s.commit();
       s.begin();
       s.regionDel(barRegion(ec!.bar.va));
       await s.commit();
-      expect(spans(s.mappings()[b.container])).to.have.length(2);
+      expect(spans(s.mappings()[b.container])).to.have.length(3);
       s.begin();
       s.regionAdd(barRegion(ec!.bar.va));
       await s.commit();
@@ -316,7 +327,7 @@ describe('engine on the simulated kernel', function () {
       expectWarnedOnce(a.container);
       expectNothingFailed(s);
       expectTablesMatchKernel(s);
-      expect(events.filter((e) => e.type === 'txn.committed')).to.have.length(4);
+      expect(events.filter((e) => e.type === 'txn.committed')).to.have.length(5);
       s.begin();
       s.regionDel(barRegion(ec!.bar.va));
       await s.commit();
