@@ -7,7 +7,6 @@ import { defaultTopology } from '../src/kernel/topology.js';
 import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
 import { vfioDeviceAttach, type VfioDevice } from '../src/backends/device.js';
 import { VfioHost } from '../src/backends/host.js';
-import { VfioError } from '../src/backends/errors.js';
 import type { IommufdContainer, IommufdHwpt } from '../src/backends/iommufd.js';
 import {
   ERRNO,
@@ -17,7 +16,7 @@ import {
 } from '../src/uapi/index.js';
 import { Edu, EDU_DMA_BUFFER, EDU_ID } from './kernel/edu.js';
 import { pattern, Resources, type MemfdBuffer } from './kernel/kit.js';
-import { FaultPort, simFds } from './backends-kit.js';
+import { expectVfioError, FaultPort, simFds } from './backends-kit.js';
 
 const PAGE = 4096;
 const SRC_IOVA = 0x10_0000n;
@@ -197,15 +196,9 @@ describe('backends: iommufd dirty tracking on an IOMMU that has it (simulated ke
       const [h0, h1] = c.hwpts.map((h) => h.id);
       const mark = fp.calls.length;
       fp.failNext(IOMMU_HWPT_SET_DIRTY_TRACKING, ERRNO.ENODEV, 1);
-      let err: unknown;
-      try {
-        c.setDirtyPageTracking(true);
-      } catch (e) {
-        err = e;
-      }
-      expect(err).to.be.instanceOf(VfioError);
+      const err = expectVfioError(() => c.setDirtyPageTracking(true));
       expect(err).to.deep.include({ op: 'set_dirty_page_tracking', code: 'ENODEV' });
-      expect((err as VfioError).message).to.equal(
+      expect(err.message).to.equal(
         `set_dirty_page_tracking on iommufd IOAS ${c.ioasId} HWPT ${h1}: ENODEV (No such device)`,
       );
       expect(setCalls(mark)).to.deep.equal([`${h0} on`, `${h1} on ENODEV`, `${h0} off`]);
@@ -227,13 +220,7 @@ describe('backends: iommufd dirty tracking on an IOMMU that has it (simulated ke
       c.setDirtyPageTracking(true);
       const mark = fp.calls.length;
       fp.failNext(IOMMU_HWPT_SET_DIRTY_TRACKING, ERRNO.ENODEV, 1);
-      let err: unknown;
-      try {
-        c.setDirtyPageTracking(false);
-      } catch (e) {
-        err = e;
-      }
-      expect(err).to.be.instanceOf(VfioError);
+      const err = expectVfioError(() => c.setDirtyPageTracking(false));
       expect(err).to.deep.include({ op: 'set_dirty_page_tracking', code: 'ENODEV' });
       expect(setCalls(mark)).to.deep.equal([`${h0} off`, `${h1} off ENODEV`, `${h0} on`]);
       expect(c.dirtyPagesStarted).to.equal(true);

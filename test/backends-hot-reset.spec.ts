@@ -12,8 +12,7 @@
 // root port (each function its own group, one secondary bus reset). The test VM has no such
 // device (each edu alone behind its own root port), so the refusal has no real-kernel test.
 import { expect } from 'chai';
-import { vfioDeviceAttach } from '../src/backends/device.js';
-import { VfioError } from '../src/backends/errors.js';
+import { vfioDeviceAttach, type VfioDevice } from '../src/backends/device.js';
 import { VfioHost } from '../src/backends/host.js';
 import { IommufdBackend } from '../src/backends/iommufd.js';
 import type { IommufdOption } from '../src/backends/select.js';
@@ -26,7 +25,7 @@ import { LinuxPort } from '../src/port/linux.js';
 import { O } from '../src/port/port.js';
 import { SimPort } from '../src/port/sim.js';
 import { VFIO_DEVICE_PCI_HOT_RESET, vfio_pci_hot_reset } from '../src/uapi/index.js';
-import { simFds } from './backends-kit.js';
+import { expectVfioError, simFds } from './backends-kit.js';
 
 const FN0 = '0000:01:00.0';
 const FN1 = '0000:01:00.1';
@@ -40,17 +39,6 @@ function sharedResetTopology(): Topology {
     { ...fn, bdf: FN1, group: 9, cdev: 'vfio6', reset: false, reset_domain: 'rp1-secondary-bus' },
   );
   return t;
-}
-
-/** Runs `fn`, which must throw a VfioError; returns it. */
-function expectVfioError(fn: () => unknown): VfioError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e;
-    throw e;
-  }
-  return expect.fail('expected a VfioError');
 }
 
 describe('backends: hot reset refuses a reset that affects a device we do not own (simulated kernel)', function () {
@@ -78,6 +66,12 @@ describe('backends: hot reset refuses a reset that affects a device we do not ow
     vfioDeviceAttach(host, bdf, { iommufd, space });
   /** Resets each device has had so far (the kernel's count). */
   const resets = (...bdfs: string[]) => bdfs.map((b) => vfio.device(b)!.resets);
+  /** Hot-resets `dev` through its container: each of `bdfs` must be reset once. */
+  const expectResetsAll = (dev: VfioDevice, bdfs = [FN0, FN1]) => {
+    const before = resets(...bdfs);
+    dev.container!.pciHotReset(dev);
+    expect(resets(...bdfs), dev.bdf).to.deep.equal(before.map((n) => n + 1));
+  };
   /** VFIO_DEVICE_PCI_HOT_RESET with these group fds (none: the cdev form), straight to the kernel. */
   const kernelHotReset = (deviceFd: number, groupFds: number[]): string => {
     const buf = new Uint8Array(vfio_pci_hot_reset.size + 4 * groupFds.length);
@@ -117,16 +111,12 @@ describe('backends: hot reset refuses a reset that affects a device we do not ow
       const a = attach(FN0, 'off');
       const b = attach(FN1, 'off');
       expect(b.container).to.equal(a.container);
-      let before = resets(FN0, FN1);
-      a.container!.pciHotReset(a);
-      expect(resets(FN0, FN1)).to.deep.equal(before.map((n) => n + 1));
+      expectResetsAll(a);
       b.close();
       // QEMU's vfio_group_list is process-wide: a group of another address space is ours too.
       const c = attach(FN1, 'off', 'as1');
       expect(c.container).to.not.equal(a.container);
-      before = resets(FN0, FN1);
-      c.container!.pciHotReset(c);
-      expect(resets(FN0, FN1)).to.deep.equal(before.map((n) => n + 1));
+      expectResetsAll(c);
     });
   });
 
@@ -165,15 +155,11 @@ describe('backends: hot reset refuses a reset that affects a device we do not ow
       const a = attach(FN0, 'on');
       const b = attach(FN1, 'on');
       expect(b.container).to.equal(a.container);
-      let before = resets(FN0, FN1);
-      b.container!.pciHotReset(b);
-      expect(resets(FN0, FN1)).to.deep.equal(before.map((n) => n + 1));
+      expectResetsAll(b);
       b.close();
       const c = attach(FN1, 'on', 'as1'); // another IOAS, the same iommufd object
       expect(c.container).to.not.equal(a.container);
-      before = resets(FN0, FN1);
-      a.container!.pciHotReset(a);
-      expect(resets(FN0, FN1)).to.deep.equal(before.map((n) => n + 1));
+      expectResetsAll(a);
     });
   });
 
@@ -197,9 +183,7 @@ describe('backends: hot reset refuses a reset that affects a device we do not ow
   it('a function whose group sibling is not open is owned through the group (05.0 without 05.1): both backends reset both', function () {
     for (const mode of ['off', 'on'] as const) {
       const a = attach('0000:00:05.0', mode);
-      const before = resets('0000:00:05.0', '0000:00:05.1');
-      a.container!.pciHotReset(a);
-      expect(resets('0000:00:05.0', '0000:00:05.1'), mode).to.deep.equal(before.map((n) => n + 1));
+      expectResetsAll(a, ['0000:00:05.0', '0000:00:05.1']);
       a.close();
     }
   });

@@ -5,6 +5,8 @@
  * injects ioctl failures.
  */
 import { readdirSync, readlinkSync } from 'node:fs';
+import { expect } from 'chai';
+import { VfioError } from '../src/backends/errors.js';
 import { SyscallError, requestFields, type ErrorFields } from '../src/port/errors.js';
 import { MAP, MFD, PROT, type IoctlArg, type SyscallPort } from '../src/port/port.js';
 import { errnoName } from '../src/uapi/errno.js';
@@ -23,6 +25,17 @@ export function simFds(): string[] {
     if (/vfio-engine-sim:(\/dev\/|\[vfio-device\])/.test(target)) out.push(`${fd} ${target}`);
   }
   return out.sort();
+}
+
+/** Runs `fn`, which must throw a VfioError; returns it. */
+export function expectVfioError(fn: () => unknown): VfioError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof VfioError) return e;
+    throw e;
+  }
+  return expect.fail('expected a VfioError');
 }
 
 /** Shared memfd memory, as a VMM maps guest RAM. */

@@ -15,7 +15,7 @@ import { IommufdBackend, IommufdContainer } from '../src/backends/iommufd.js';
 import { LegacyContainer } from '../src/backends/legacy.js';
 import { vfioSelectBackend } from '../src/backends/select.js';
 import { ERRNO, VFIO_DEVICE_FLAGS, VFIO_IOMMU_DIRTY_PAGES } from '../src/uapi/index.js';
-import { FaultPort, guestRam, overridePort, simFds, type GuestRam } from './backends-kit.js';
+import { expectVfioError, FaultPort, guestRam, overridePort, simFds, type GuestRam } from './backends-kit.js';
 
 const MiB = 1n << 20n;
 const PG = 0x1000n;
@@ -23,17 +23,6 @@ const VTD_RANGES = [
   { start: 0n, last: 0xfedf_ffffn },
   { start: 0xfef0_0000n, last: (1n << 39n) - 1n },
 ];
-
-/** Runs `fn`, which must throw a VfioError; returns it. */
-function expectVfioError(fn: () => unknown): VfioError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e;
-    throw e;
-  }
-  return expect.fail('expected a VfioError');
-}
 
 describe('backends: VFIO containers on the simulated kernel', function () {
   let sim: SimKernelHandle;
