@@ -14,8 +14,8 @@ import { vfioDeviceAttach, type VfioDevice } from '../src/backends/device.js';
 import { IommufdBackend, IommufdContainer } from '../src/backends/iommufd.js';
 import { LegacyContainer } from '../src/backends/legacy.js';
 import { vfioSelectBackend } from '../src/backends/select.js';
-import { VFIO_DEVICE_FLAGS } from '../src/uapi/index.js';
-import { guestRam, overridePort, simFds, type GuestRam } from './backends-kit.js';
+import { ERRNO, VFIO_DEVICE_FLAGS, VFIO_IOMMU_DIRTY_PAGES } from '../src/uapi/index.js';
+import { expectVfioError, FaultPort, guestRam, overridePort, simFds, type GuestRam } from './backends-kit.js';
 
 const MiB = 1n << 20n;
 const PG = 0x1000n;
@@ -23,17 +23,6 @@ const VTD_RANGES = [
   { start: 0n, last: 0xfedf_ffffn },
   { start: 0xfef0_0000n, last: (1n << 39n) - 1n },
 ];
-
-/** Runs `fn`, which must throw a VfioError; returns it. */
-function expectVfioError(fn: () => unknown): VfioError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e;
-    throw e;
-  }
-  return expect.fail('expected a VfioError');
-}
 
 describe('backends: VFIO containers on the simulated kernel', function () {
   let sim: SimKernelHandle;
@@ -253,6 +242,27 @@ describe('backends: VFIO containers on the simulated kernel', function () {
       expect([...bits]).to.deep.equal([0xff, 0xff, 0, 0, 0, 0, 0, 0]);
       c.setDirtyPageTracking(false);
       expect(c.dirtyPagesStarted).to.equal(false);
+    });
+
+    it('dirty page tracking the kernel refuses to start (ENOMEM): a typed error, and the container stays stopped', function () {
+      // One ioctl for the whole container: nothing to roll back, only the state to keep.
+      const fp = new FaultPort(port);
+      const dev = vfioDeviceAttach(new VfioHost(fp.port), '0000:00:03.0', { iommufd: 'off' });
+      try {
+        const c = dev.container as LegacyContainer;
+        fp.failNext(VFIO_IOMMU_DIRTY_PAGES, ERRNO.ENOMEM);
+        const e = expectVfioError(() => c.setDirtyPageTracking(true));
+        expect(e.message).to.equal(
+          `set_dirty_page_tracking on legacy container fd ${c.fd}: ENOMEM (Cannot allocate memory)`,
+        );
+        expect((e.cause as SyscallError).op).to.equal('VFIO_IOMMU_DIRTY_PAGES');
+        expect(c.dirtyPagesStarted).to.equal(false);
+        expect([...c.queryDirtyBitmap(MiB, 8n * PG, PG)]).to.deep.equal(Array(8).fill(0xff));
+        c.setDirtyPageTracking(true);
+        expect(c.dirtyPagesStarted).to.equal(true);
+      } finally {
+        dev.close();
+      }
     });
 
     it('hot reset of the 05.0/05.1 pair passes the group fd; FLR for a device that has it', function () {

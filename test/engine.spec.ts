@@ -5,6 +5,8 @@ import { createEngine, type Engine } from '../src/engine.js';
 import type { ListenerEvent } from '../src/memory/transaction.js';
 import type { MemoryRegion } from '../src/actors/address-space.js';
 import { MiB, expectTablesMatchKernel, ram, record, simFds } from './engine-kit.js';
+import { Edu } from './kernel/edu.js';
+import { Resources } from './kernel/kit.js';
 
 describe('engine on the simulated kernel', function () {
   this.timeout(60_000);
@@ -221,5 +223,140 @@ describe('engine on the simulated kernel', function () {
     const st = engine.state()[s.name]!;
     expect(st.containers[0]!.state).to.equal('failed');
     expect(st.devices[0]!.state).to.equal('failed');
+  });
+
+  describe('a ram_device region (a BAR mmapped from a device fd): legacy maps it, iommufd warns once', function () {
+    // Linux 6.12: IOMMU_IOAS_MAP pins user pages, and a BAR mmap is VM_PFNMAP: EFAULT
+    // (iommufd/pages.c, pin_user_pages); type1 maps it through follow_fault_pfn. QEMU's
+    // region_add: a RAM device that cannot be mapped is a warning, once, not a failure.
+    const BAR_GPA = 0x800_0000n; // below edu's 28-bit DMA mask
+    let res: Resources;
+    beforeEach(function () {
+      res = new Resources(engine.port);
+    });
+    afterEach(function () {
+      res.release(); // the BAR regions are deleted by then: the tables hold no mapping of them
+    });
+
+    /** The edu behind `bdf` (attached), with bus mastering on and BAR0 mapped. */
+    const eduOf = (bdf: string) => {
+      const edu = new Edu(res, engine.host.devices.get(bdf)!.fd);
+      edu.enableBusMaster();
+      return { edu, bar: edu.mapBar0() };
+    };
+    const barRegion = (va: bigint): MemoryRegion => ({
+      gpa: BAR_GPA,
+      size: MiB,
+      backing: { vaddr: va },
+      kind: 'ram_device',
+    });
+    const warnings = () => events.filter((e) => e.type === 'warning');
+    const spans = (t: { iova: bigint; size: bigint }[] | undefined) => t?.map((m) => [m.iova, m.size]);
+    const expectWarnedOnce = (container: string) => {
+      const w = warnings();
+      expect(w, JSON.stringify(w.map((e) => e.message))).to.have.length(1);
+      expect(w[0]).to.deep.include({ container });
+      expect(w[0]!.message).to.match(
+        /^ram_device map \[0x8000000, \+0x100000\): EFAULT on iommufd IOAS \d+: p2p to this region will not work$/,
+      );
+    };
+    const expectNothingFailed = (s: ReturnType<typeof space>) => {
+      expect(events.filter((e) => /failed$/.test(e.type)).map((e) => e.type)).to.deep.equal([]);
+      const st = engine.state()[s.name]!;
+      expect(st.containers.map((c) => c.state)).to.not.include('failed');
+      expect(st.devices.map((d) => d.state)).to.deep.equal(st.devices.map(() => 'attached'));
+    };
+
+    it('maps it in the legacy container and skips it with one warning in the iommufd one, over several commits; a legacy device reaches the BAR, the iommufd one cannot', async function () {
+      const s = space();
+      const a = await s.addDevice({ host: '0000:00:03.0', iommufd: 'on' });
+      const b = await s.addDevice({ host: '0000:00:04.0', iommufd: 'off' });
+      const c = await s.addDevice({ host: '0000:00:06.0', iommufd: 'off' });
+      expect(c.container).to.equal(b.container);
+      const [ea, eb, ec] = [a, b, c].map((d) => eduOf(d.bdf));
+      // RAM where the BAR goes, then replaced in one transaction by the BAR and RAM after it:
+      // one lane (unmap, map BAR, map RAM), and the refused BAR map must not skip the RAM map.
+      s.begin();
+      s.regionAdd(region(0n, 0n, 4n * MiB));
+      s.regionAdd(region(BAR_GPA, 4n * MiB, 2n * MiB));
+      await s.commit();
+      s.begin();
+      s.regionDel(region(BAR_GPA, 4n * MiB, 2n * MiB));
+      s.regionAdd(barRegion(ec!.bar.va));
+      s.regionAdd(region(BAR_GPA + MiB, 5n * MiB, MiB));
+      await s.commit();
+      expect(spans(s.mappings()[b.container])).to.deep.equal([
+        [0n, 4n * MiB],
+        [BAR_GPA, MiB],
+        [BAR_GPA + MiB, MiB],
+      ]);
+      expect(spans(s.mappings()[a.container])).to.deep.equal([
+        [0n, 4n * MiB],
+        [BAR_GPA + MiB, MiB],
+      ]);
+      expectWarnedOnce(a.container);
+      expectNothingFailed(s);
+      expectTablesMatchKernel(s);
+
+      // Peer to peer: 04.0 writes 06.0's liveness register through the legacy mapping; 03.0's
+      // write to the same IOVA is blocked by its IOMMU.
+      const stage = engine.port.memory(mem.va, 4);
+      await eb!.edu.writeWord(stage, 0n, BAR_GPA + 4n, 0x1234_5678);
+      expect(await ec!.edu.livenessOnceIt(~0x1234_5678), 'the legacy device wrote').to.equal(
+        ~0x1234_5678 >>> 0,
+      );
+      await ea!.edu.writeWord(stage, 0n, BAR_GPA + 4n, 0x0bad_f00d);
+      expect(await ec!.edu.livenessOnceIt(~0x0bad_f00d), 'the iommufd device wrote').to.equal(
+        ~0x1234_5678 >>> 0,
+      );
+
+      // Unrelated commits, then the BAR removed and added again: the map is retried (legacy
+      // maps it again) and fails again on iommufd, still with the one warning.
+      s.begin();
+      s.regionAdd(region(0x2000_0000n, 8n * MiB, 4n * MiB));
+      await s.commit();
+      s.begin();
+      s.regionDel(barRegion(ec!.bar.va));
+      await s.commit();
+      expect(spans(s.mappings()[b.container])).to.have.length(3);
+      s.begin();
+      s.regionAdd(barRegion(ec!.bar.va));
+      await s.commit();
+      expect(spans(s.mappings()[b.container])).to.deep.include([BAR_GPA, MiB]);
+      expect(spans(s.mappings()[a.container])).to.not.deep.include([BAR_GPA, MiB]);
+      expectWarnedOnce(a.container);
+      expectNothingFailed(s);
+      expectTablesMatchKernel(s);
+      expect(events.filter((e) => e.type === 'txn.committed')).to.have.length(5);
+      s.begin();
+      s.regionDel(barRegion(ec!.bar.va));
+      await s.commit();
+    });
+
+    it('an iommufd device added after the BAR is in the map: its replay skips the BAR with one warning and the attach succeeds', async function () {
+      const s = space();
+      const b = await s.addDevice({ host: '0000:00:06.0', iommufd: 'off' });
+      const eb = eduOf(b.bdf);
+      s.begin();
+      s.regionAdd(region(0n, 0n, 4n * MiB));
+      s.regionAdd(barRegion(eb.bar.va));
+      await s.commit();
+      expect(warnings()).to.deep.equal([]);
+      const a = await s.addDevice({ host: '0000:00:03.0', iommufd: 'on' });
+      expect(a.container).to.not.equal(b.container);
+      const replayed = events.find((e) => e.type === 'container.replayed' && e.container === a.container);
+      expect(replayed).to.deep.include({ mapped: 1, copied: 0 });
+      expect(spans(s.mappings()[a.container])).to.deep.equal([[0n, 4n * MiB]]);
+      expect(spans(s.mappings()[b.container])).to.deep.equal([
+        [0n, 4n * MiB],
+        [BAR_GPA, MiB],
+      ]);
+      expectWarnedOnce(a.container);
+      expectNothingFailed(s);
+      expectTablesMatchKernel(s);
+      s.begin();
+      s.regionDel(barRegion(eb.bar.va));
+      await s.commit();
+    });
   });
 });

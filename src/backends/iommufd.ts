@@ -334,11 +334,16 @@ export class IommufdContainer implements ContainerBackend {
           attach(this.ioasId);
           hwpt = { id: this.ioasId, flags: 0, devices: [], kernelManaged: true };
         } else {
+          // Undone newest first: a HWPT with a device attached cannot be destroyed (EBUSY).
+          const undo = new Unwind();
+          const hwptId = id;
+          undo.push(() => this.backend.destroyObject(hwptId));
           try {
             attach(id);
+            undo.push(() => this.detachPt(dev));
             if (this.dirtyPagesStarted && flags) this.backend.setHwptDirtyTracking(id, true);
           } catch (e) {
-            this.backend.destroyObject(id);
+            undo.run(); // the failure to report is this one, not an undo step's
             throw e;
           }
           hwpt = { id, flags, devices: [], kernelManaged: false };
@@ -371,10 +376,7 @@ export class IommufdContainer implements ContainerBackend {
         errors.push(e);
       }
     };
-    attempt(() => {
-      const d = vfio_device_detach_iommufd_pt.view().reset();
-      port.ioctl(dev.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, d.bytes);
-    });
+    attempt(() => this.detachPt(dev));
     this.devices.splice(i, 1);
     dev.container = null;
     const h = this.hwpts.find((x) => x.id === dev.hwptId);
@@ -394,6 +396,12 @@ export class IommufdContainer implements ContainerBackend {
     dev.iommufd = undefined;
     attempt(() => this.backend.disconnect());
     if (errors.length) throw VfioError.wrap(errors[0], { op: 'detach_device', device: dev.bdf });
+  }
+
+  /** VFIO_DEVICE_DETACH_IOMMUFD_PT: the device leaves its HWPT (or IOAS). */
+  private detachPt(dev: VfioDevice): void {
+    const d = vfio_device_detach_iommufd_pt.view().reset();
+    this.host.port.ioctl(dev.fd, VFIO_DEVICE_DETACH_IOMMUFD_PT, d.bytes);
   }
 
   dmaMap(iova: bigint, size: bigint, vaddr: bigint, readonly: boolean): void {
@@ -548,12 +556,12 @@ export class IommufdContainer implements ContainerBackend {
     }
   }
 
-  /** iommufd_cdev_get_info_iova_range(): IOVA ranges and alignment; 64-bit / host page if the query fails. */
   /** Whether the IOAS's usable IOVA space shrank to at most one page (see attachDevice). */
   private collapsedIovaSpace(): boolean {
     return this.backend.ioasIovaRanges(this.ioasId).ranges.every((r) => r.last - r.start < HOST_PAGE);
   }
 
+  /** iommufd_cdev_get_info_iova_range(): IOVA ranges and alignment; 64-bit / host page if the query fails. */
   private refreshIovaRanges(): void {
     const all =
       this.hwpts.length > 0 && this.hwpts.every((h) => h.flags & IOMMU_HWPT_ALLOC_FLAGS.ALLOC_DIRTY_TRACKING);

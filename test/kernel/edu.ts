@@ -18,6 +18,8 @@ export const EDU_MAX_TRANSFER = 4095;
 export const EDU_DMA_LIMIT = 1n << 28n;
 
 const REG_ID = 0x00;
+/** Card liveness check: a write stores its bitwise NOT. */
+export const REG_LIVENESS = 0x04;
 const REG_DMA_SRC = 0x80;
 const REG_DMA_DST = 0x88;
 const REG_DMA_COUNT = 0x90;
@@ -59,8 +61,8 @@ export class Edu {
     return dv.getUint16(0, true);
   }
 
-  /** mmaps BAR0 (1 MiB) through the device fd at the region's offset. */
-  mapBar0(): void {
+  /** mmaps BAR0 (1 MiB) through the device fd at the region's offset; returns where (device memory, VM_PFNMAP). */
+  mapBar0(): { va: bigint; size: bigint } {
     const bar = this.region(VFIO_PCI_REGION.BAR0_REGION_INDEX);
     const va = this.res.mmap(bar.size, PROT.READ | PROT.WRITE, MAP.SHARED, this.device, bar.offset);
     this.bar0 = va;
@@ -68,6 +70,7 @@ export class Edu {
     // Uint32Array, never DataView: edu ignores MMIO accesses that are not 4 or 8 bytes wide,
     // and a typed array element is one access of its width.
     this.regs = new Uint32Array(bytes.buffer, bytes.byteOffset, 0x100 / 4);
+    return { va, size: bar.size };
   }
 
   /**
@@ -91,6 +94,24 @@ export class Edu {
     return this.reg()[REG_ID / 4]!;
   }
 
+  /** The card liveness register: reads the bitwise NOT of the last value written to it. */
+  liveness(): number {
+    return this.reg()[REG_LIVENESS / 4]!;
+  }
+
+  /**
+   * The liveness register once it reads `want`, or after `ms` if it never does (a write by
+   * another device lands when that device's DMA ends; on the simulated kernel this device
+   * sees it at its next poll, a moment later).
+   */
+  async livenessOnceIt(want: number, ms = 200): Promise<number> {
+    const deadline = Date.now() + ms;
+    while (this.liveness() !== want >>> 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    return this.liveness();
+  }
+
   /**
    * One DMA transfer of `count` bytes, `toRam` false: RAM (IOVA `src`) to the device
    * buffer at `dst`; true: device buffer `src` to RAM (IOVA `dst`). Resolves when the
@@ -110,5 +131,16 @@ export class Edu {
       if (Date.now() > deadline) throw new Error(`edu DMA still running after ${timeoutMs} ms`);
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
+  }
+
+  /**
+   * The device writes the 32-bit `value` to IOVA `dst` (peer to peer when another device's
+   * BAR is mapped there): staged in RAM (`stage`, at IOVA `stageIova`), DMAed into the
+   * device's buffer, then out to `dst` as one 4-byte write.
+   */
+  async writeWord(stage: Uint8Array, stageIova: bigint, dst: bigint, value: number): Promise<void> {
+    new DataView(stage.buffer, stage.byteOffset, 4).setUint32(0, value, true);
+    await this.dma(false, stageIova, EDU_DMA_BUFFER, 4);
+    await this.dma(true, EDU_DMA_BUFFER, dst, 4);
   }
 }
