@@ -253,6 +253,7 @@ describe('backends: iommufd dirty tracking on an IOMMU that has it (simulated ke
       expect(c.hwpts.map((h) => h.devices)).to.deep.equal([[a]]);
       expect(b.container!.dirtyPagesStarted).to.equal(false);
       expect(await tracks(c, a)).to.equal(true);
+      edus.get(b)!.unmapBar0(); // a mapped BAR keeps the device bound after close (Edu.unmapBar0)
       b.close();
       // Without the fault the new HWPT joins the IOAS and starts tracking with the container.
       const b2 = attach('0000:00:04.0', true);
