@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { DmaTarget } from '../src/backends/dma.js';
 import { dmaUnmap } from '../src/backends/dma.js';
 import { IntervalMap } from '../src/common/interval-map.js';
+import { slotsInUse } from '../src/kernel/channel.js';
 import { planTransaction, type DmaRequest } from '../src/memory/planner.js';
 import type { DmaMapping } from '../src/memory/sections.js';
 import { MAP, MFD, O, PROT } from '../src/port/port.js';
@@ -178,6 +179,28 @@ describe('workers: DmaPool on the simulated kernel', function () {
       });
     }
   }
+
+  it('keeps working through more crashed-and-replaced workers than the kernel channel has slots', async function () {
+    // Each replacement thread attaches to the simulated kernel: a slot a thread, 64 in all.
+    const t = iommufdTarget();
+    const base = 0x900_0000n;
+    for (let i = 0; i < 80; i++) {
+      const r = await pool.run(t, maps(10, base), { inline: false, crash: { after: 5, mode: 'exit' } });
+      expect(r.crash, `cycle ${i}`).to.not.equal(undefined);
+      expect(
+        r.results.map((x) => x.status),
+        `cycle ${i}`,
+      ).to.deep.equal([...Array(5).fill('done'), ...Array(5).fill('not-run')]);
+      for (let k = 0; k < 5; k++)
+        expect(probeTake(t, base + BigInt(k) * 2n * P), `cycle ${i}`).to.equal(true);
+    }
+    const again = await pool.run(t, maps(20, base), { inline: false });
+    expect(again.crash).to.equal(undefined);
+    expect(again.results.every((x) => x.status === 'done')).to.equal(true);
+    // Held now: this thread's port and the live workers' (a dead worker's slot is back by the
+    // time its batch settles).
+    expect(slotsInUse(sim.shared)).to.be.at.most(1 + pool.threads);
+  });
 
   it('an in-doubt unmap is settled by re-issuing it (inline, same code)', async function () {
     const t = legacyTarget();
