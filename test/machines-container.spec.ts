@@ -32,14 +32,36 @@ const events: AnyEventObject[] = [
   ]),
 ];
 
+/** How many of `list` have type `type`. */
+const count = (list: readonly AnyEventObject[], type: string) => list.filter((e) => e.type === type).length;
+
 describe('containerMachine: generated paths', function () {
-  graphSuite(containerMachine, ACTORS, input, events, (c: ContainerContext) => ({
-    initialized: c.initialized,
-    error: c.error !== null,
-    devices: c.devices,
-    pendingDevice: c.pendingDevice,
-    failed: c.failed,
-  }));
+  graphSuite(
+    containerMachine,
+    ACTORS,
+    input,
+    events,
+    (c: ContainerContext) => ({
+      initialized: c.initialized,
+      error: c.error !== null,
+      devices: c.devices,
+      pendingDevice: c.pendingDevice,
+      failed: c.failed,
+    }),
+    // Every settled attach and detach is told, once, as the actor layer waits on it.
+    (steps, emitted) => {
+      for (const [op, ok, failed] of [
+        ['attachToContainer', 'container.deviceAttached', 'container.deviceAttachFailed'],
+        ['detachFromContainer', 'container.deviceDetached', 'container.deviceDetachFailed'],
+      ] as const) {
+        const path = steps.map((e) => e.type).join(' → ');
+        expect(count(emitted, ok), `${ok} on ${path}`).to.equal(count(steps, `xstate.done.actor.${op}`));
+        expect(count(emitted, failed), `${failed} on ${path}`).to.equal(
+          count(steps, `xstate.error.actor.${op}`),
+        );
+      }
+    },
+  );
 });
 
 /** A live container actor whose effects the test settles one by one. */
@@ -166,6 +188,11 @@ describe('containerMachine: rules', function () {
     // The devices leave; the last one takes the container down.
     h.actor.send({ type: 'DETACH', deviceId: 'd1' });
     await h.ok('detachFromContainer');
+    expect(h.emitted.at(-1)).to.deep.equal({
+      type: 'container.deviceDetached',
+      containerId: 'c1',
+      deviceId: 'd1',
+    });
     expect(h.state()).to.equal('tearingDown');
     await h.ok('teardownContainer');
     expect(h.state()).to.equal('destroyed');
@@ -189,8 +216,17 @@ describe('containerMachine: rules', function () {
       lastError: { op: 'teardownContainer', message: 'EBUSY' },
     });
     expect(
-      h.types().filter((t) => t === 'container.deviceDetached' || t === 'container.deviceAttached'),
-    ).to.have.length(2);
+      h.emitted.flatMap((e) =>
+        e.type === 'container.deviceDetached' || e.type === 'container.deviceAttached'
+          ? [[e.type, e.deviceId]]
+          : [],
+      ),
+    ).to.deep.equal([
+      ['container.deviceAttached', 'd1'],
+      ['container.deviceAttached', 'd2'],
+      ['container.deviceDetached', 'd1'],
+      ['container.deviceDetached', 'd2'],
+    ]);
   });
 
   it('defers events that arrive during an operation and runs them in order', async function () {
@@ -238,7 +274,11 @@ describe('containerMachine: rules', function () {
     await h.fail('detachFromContainer', 'EIO');
     expect(h.state()).to.equal('failed');
     expect(h.ctx().devices).to.deep.equal(['d1']);
-    expect(h.emitted.at(-1)).to.deep.include({ type: 'container.failed', phase: 'detach' });
+    const error = { op: 'detachFromContainer', message: 'EIO' };
+    expect(h.emitted.slice(-2)).to.deep.equal([
+      { type: 'container.deviceDetachFailed', containerId: 'c1', deviceId: 'd1', error },
+      { type: 'container.failed', containerId: 'c1', phase: 'detach', error },
+    ]);
     h.actor.send({ type: 'TEARDOWN' });
     expect(h.state()).to.equal('tearingDown');
   });

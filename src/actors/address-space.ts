@@ -84,9 +84,8 @@ interface DeviceRec {
   readonly actor: Actor<typeof deviceMachine>;
   dev: VfioDevice | null;
   container: ContainerRec | null;
+  /** The last error of an operation on the device (the machines keep only its plain form). */
   error: unknown;
-  /** Settled by detachFromContainer (the machine emits no event for a detach). */
-  detached: { resolve: () => void; reject: (e: unknown) => void } | null;
 }
 
 /** One batch for a container: a committed transaction, or the replay of the current map. */
@@ -610,9 +609,11 @@ export class AddressSpace {
           error: e.error,
         });
         return;
+      // The device's own events report these ('device.attached', 'device.failed', ...).
       case 'batch.applied':
       case 'container.deviceAttached':
       case 'container.deviceDetached':
+      case 'container.deviceDetachFailed':
         return;
       default:
         this.env.emit({ type: 'machine', space: this.name, event: e as never });
@@ -623,9 +624,8 @@ export class AddressSpace {
     const d = this.devices.get(deviceId);
     try {
       this.detachKernel(rec, d);
-      d?.detached?.resolve();
     } catch (e) {
-      d?.detached?.reject(e);
+      if (d) d.error = e;
       throw e;
     }
   }
@@ -679,7 +679,6 @@ export class AddressSpace {
       dev: null,
       container: null,
       error: undefined,
-      detached: null,
       actor: createActor(
         deviceMachine.provide({
           actors: {
@@ -813,17 +812,17 @@ export class AddressSpace {
     if (!c || !dev) return;
     const snap = c.actor.getSnapshot();
     if (snap.status === 'active' && snap.context.devices.includes(rec.id)) {
-      const detached = new Promise<void>((resolve, reject) => (rec.detached = { resolve, reject }));
-      const refused = this.awaitContainer<void>(c, (e, ok, fail) => {
-        if (e.type === 'container.rejected' && e.deviceId === rec.id) fail(new Error(e.reason));
+      const done = this.awaitContainer<void>(c, (e, ok, fail) => {
+        if (e.type === 'container.deviceDetached' && e.deviceId === rec.id) ok();
+        else if (e.type === 'container.deviceDetachFailed' && e.deviceId === rec.id)
+          fail(errorOf(rec.error, e.error));
+        else if (e.type === 'container.rejected' && e.deviceId === rec.id) fail(new Error(e.reason));
         else if (e.type === 'stopped') ok();
       });
-      const done = Promise.race([detached, refused]);
       c.actor.send({ type: 'DETACH', deviceId: rec.id });
       try {
         await done;
       } finally {
-        rec.detached = null;
         // the machine's detach ran dev.close() (or the container went away)
         if (dev.attached) dev.close();
       }

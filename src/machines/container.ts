@@ -24,6 +24,10 @@
  *   (CONTAINER_FAILED), which close and detach. The last detach tears the container down.
  * - A failed detach also means the kernel and our view may differ: failed.
  *
+ * Each attach and detach ends in one event naming the device: 'container.deviceAttached' or
+ * 'container.deviceAttachFailed', 'container.deviceDetached' or 'container.deviceDetachFailed'
+ * (then 'container.failed', phase 'detach'). The actor layer waits on them.
+ *
  * No event is dropped silently. ATTACH, DETACH, APPLY and TEARDOWN arriving while an operation is
  * in flight (settingUp, attaching, detaching, applying) are deferred: kept in `queue` and raised
  * again, in arrival order, when the container is next ready or failed. The stream layer already
@@ -93,6 +97,7 @@ export type ContainerEmitted =
   | { type: 'container.deviceAttached'; containerId: string; deviceId: string }
   | { type: 'container.deviceAttachFailed'; containerId: string; deviceId: string; error: MachineError }
   | { type: 'container.deviceDetached'; containerId: string; deviceId: string }
+  | { type: 'container.deviceDetachFailed'; containerId: string; deviceId: string; error: MachineError }
   | { type: 'batch.applied'; containerId: string; batchId: string; result: ApplyBatchOutput }
   | { type: 'batch.failed'; containerId: string; batchId: string; error: MachineError }
   | ({ type: 'container.rejected'; containerId: string; deviceId?: string; batchId?: string } & Rejection);
@@ -217,8 +222,14 @@ export const containerMachine = setup({
     })),
     markFailed: assign({ failed: true }),
     clearPending: assign({ pendingDevice: null, pendingBatch: null }),
-    removeDevice: assign({
-      devices: ({ context }) => context.devices.filter((d) => d !== context.pendingDevice),
+    /** The pending detach is done: the device leaves the list, and the engine is told. */
+    removeDevice: enqueueActions(({ context, enqueue }) => {
+      enqueue.assign({ devices: context.devices.filter((d) => d !== context.pendingDevice) });
+      enqueue.emit({
+        type: 'container.deviceDetached',
+        containerId: context.id,
+        deviceId: context.pendingDevice!,
+      });
     }),
     countBatch: enqueueActions(({ context, event, enqueue }) => {
       const result = (event as unknown as { output: ApplyBatchOutput }).output;
@@ -375,6 +386,7 @@ export const containerMachine = setup({
           { guard: 'isFailed', target: 'failed', actions: 'removeDevice' },
           { target: 'ready', actions: 'removeDevice' },
         ],
+        // The device stays listed: the kernel may still have it attached.
         onError: {
           target: 'failed',
           actions: [
@@ -382,6 +394,12 @@ export const containerMachine = setup({
               type: 'recordError',
               params: ({ event }) => ({ error: toMachineError('detachFromContainer', event.error) }),
             },
+            emit(({ context }) => ({
+              type: 'container.deviceDetachFailed' as const,
+              containerId: context.id,
+              deviceId: context.pendingDevice!,
+              error: context.lastError!,
+            })),
             { type: 'emitFailed', params: { phase: 'detach' } },
           ],
         },
