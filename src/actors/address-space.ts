@@ -75,6 +75,8 @@ interface ContainerRec {
   readonly listeners: Set<(e: ContainerEmitted | { type: 'stopped' }) => void>;
   /** Copies reading this container's mappings: its batches wait for them. */
   readers: Promise<unknown>[];
+  /** Set when the container failed after initialization: settles once its devices are released. */
+  released: Promise<void> | null;
 }
 
 interface DeviceRec {
@@ -128,6 +130,8 @@ export class AddressSpace {
   private readonly txnWaiters = new Map<string, () => void>();
   private readonly batches = new Map<string, BatchWork>();
   private readonly warned = new Set<string>();
+  /** Releases of failed containers in progress (see release()). */
+  private readonly releasing = new Set<Promise<void>>();
   private pushed: ListenerEvent<MemoryRegionSection>[] | null = null;
   private seq = 0;
   private last: Promise<void> = Promise.resolve();
@@ -217,7 +221,10 @@ export class AddressSpace {
   regionDel(region: MemoryRegion): void {
     this.push('del', region);
   }
-  /** MemoryListener.commit; resolves when the transaction is applied to every container. */
+  /**
+   * MemoryListener.commit; resolves when the transaction is applied to every container (a
+   * container it failed has released its devices by then).
+   */
   commit(): Promise<void> {
     const ops = this.pushed;
     this.pushed = null;
@@ -236,9 +243,10 @@ export class AddressSpace {
     });
   }
 
-  /** Resolves when every transaction submitted so far is applied. */
-  flush(): Promise<void> {
-    return this.last;
+  /** Resolves when every transaction submitted so far is applied and every failed container released. */
+  async flush(): Promise<void> {
+    await this.last;
+    await Promise.all(this.releasing);
   }
 
   private push(type: 'add' | 'del', region: MemoryRegion): void {
@@ -330,6 +338,8 @@ export class AddressSpace {
         unmapped += s.value.unmapped;
       } else failures.push(s.reason);
     }
+    // A container this transaction failed releases its devices before the transaction settles.
+    await Promise.all(c.targets.map((t) => t.released));
     if (failures.length) throw failures[0];
     return { ms: performance.now() - c.t0, mapped, unmapped, containers: c.targets.length };
   }
@@ -539,6 +549,7 @@ export class AddressSpace {
       firstError: undefined,
       listeners,
       readers: [],
+      released: null,
       actor: createActor(
         containerMachine.provide({
           actors: {
@@ -594,10 +605,12 @@ export class AddressSpace {
           phase: e.phase,
           error: e.error,
         });
-        if (e.phase === 'runtime') {
-          for (const d of this.devices.values())
-            if (d.container === rec)
-              d.actor.send({ type: 'CONTAINER_FAILED', containerId: rec.id, error: e.error });
+        // A failed setup or init fails the attach in progress, which cleans up (attachDevice).
+        if (e.phase !== 'setup' && e.phase !== 'init' && !rec.released) {
+          const p = this.release(rec, e.error);
+          rec.released = p;
+          this.releasing.add(p);
+          void p.finally(() => this.releasing.delete(p));
         }
         return;
       case 'batch.failed':
@@ -618,6 +631,35 @@ export class AddressSpace {
       default:
         this.env.emit({ type: 'machine', space: this.name, event: e as never });
     }
+  }
+
+  /**
+   * A container that failed after initialization can no longer follow the memory map (it takes
+   * no more batches), so keeping its devices attached would leave them DMA access to memory the
+   * guest map has dropped since. Its devices fail ('device.failed' with the container's error),
+   * close and detach; the last one out tears the container down (unmap all, fds closed), and the
+   * kernel then holds nothing for it, as its table says. The device records stay, closed, until
+   * removeDevice().
+   */
+  private async release(rec: ContainerRec, error: MachineError): Promise<void> {
+    const devices = [...this.devices.values()].filter((d) => d.container === rec);
+    for (const d of devices) {
+      const s = d.actor.getSnapshot();
+      if (s.status === 'active' && !s.matches('failed') && !s.matches('closing'))
+        d.actor.send({ type: 'CONTAINER_FAILED', containerId: rec.id, error });
+      this.requestClose(d);
+    }
+    await Promise.allSettled(devices.map((d) => waitFor(d.actor, (s) => s.status === 'done')));
+    // A device whose detach failed is still listed: nothing more can be done for it.
+    if (rec.actor.getSnapshot().status === 'active') rec.actor.send({ type: 'TEARDOWN' });
+    await waitFor(rec.actor, (s) => s.status === 'done').catch((e: unknown) =>
+      this.env.emit({
+        type: 'warning',
+        space: this.name,
+        container: rec.id,
+        message: `release: ${String(e)}`,
+      }),
+    );
   }
 
   private detachFromContainer(rec: ContainerRec, deviceId: string): void {
@@ -850,17 +892,24 @@ export class AddressSpace {
 
   /**
    * Hot-unplugs a device, at any time (also while a transaction is in flight: the detach
-   * waits for the container's batch). Resolves when the device is closed.
+   * waits for the container's batch), or forgets one its failed container released. Resolves
+   * when the device is closed.
    */
   async removeDevice(id: string): Promise<void> {
     const rec = this.devices.get(id);
     if (!rec) throw new Error(`no device '${id}' in address space '${this.name}'`);
-    if (rec.actor.getSnapshot().status === 'active') rec.actor.send({ type: 'CLOSE' });
+    this.requestClose(rec);
     await waitFor(rec.actor, (s) => s.status === 'done');
     this.devices.delete(id);
     if (this.actor.getSnapshot().status === 'active')
       this.actor.send({ type: 'DEVICE_REMOVED', deviceId: id });
     this.env.emit({ type: 'device.removed', space: this.name, device: id });
+  }
+
+  /** Sends CLOSE unless the device is closing or closed already. */
+  private requestClose(rec: DeviceRec): void {
+    const s = rec.actor.getSnapshot();
+    if (s.status === 'active' && !s.matches('closing')) rec.actor.send({ type: 'CLOSE' });
   }
 
   // ---------------------------------------------------------------- queries and shutdown

@@ -20,9 +20,11 @@
  *   A first attach that fails leaves no device: failed, then torn down (QEMU frees it).
  * - After initialization a failed applyBatch is a runtime failure (QEMU hw_error): failed,
  *   'container.failed' phase 'runtime'. The machine's mapping count is then unreliable; the
- *   actor layer reconciles its table from the per-op journal and tells the devices
- *   (CONTAINER_FAILED), which close and detach. The last detach tears the container down.
- * - A failed detach also means the kernel and our view may differ: failed.
+ *   actor layer reconciles its table from the per-op journal and releases the container: it
+ *   tells the devices (CONTAINER_FAILED), which close and detach. The last detach tears the
+ *   container down.
+ * - A failed detach also means the kernel and our view may differ: failed, phase 'detach'
+ *   (released in the same way).
  *
  * Each attach and detach ends in one event naming the device: 'container.deviceAttached' or
  * 'container.deviceAttachFailed', 'container.deviceDetached' or 'container.deviceDetachFailed'
