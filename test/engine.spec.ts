@@ -1,6 +1,9 @@
 import { expect } from 'chai';
 import { Subject } from 'rxjs';
 import { VfioError } from '../src/backends/errors.js';
+import type { IommufdContainer } from '../src/backends/iommufd.js';
+import { LegacyContainer } from '../src/backends/legacy.js';
+import { O, RLIMIT } from '../src/port/port.js';
 import { createEngine, type Engine } from '../src/engine.js';
 import type { ListenerEvent } from '../src/memory/transaction.js';
 import type { MemoryRegion } from '../src/actors/address-space.js';
@@ -306,5 +309,97 @@ describe('engine on the simulated kernel', function () {
     const a2 = await s.addDevice({ host: '0000:00:03.0', iommufd: 'on' });
     expect(s.mappings()[b2.container]!.map((m) => m.iova)).to.deep.equal([0n, 0x8000_0000n]);
     expect(s.mappings()[a2.container]!.map((m) => m.iova)).to.deep.equal([0n, 0x8000_0000n]);
+  });
+
+  /** The fd behind a container: legacy, the container's; iommufd, its object's /dev/iommu. */
+  const containerFd = (s: ReturnType<typeof space>, id: string): number => {
+    const b = s.containerBackend(id)!;
+    return b instanceof LegacyContainer ? b.fd : (b as IommufdContainer).backend.fd;
+  };
+
+  for (const backend of ['iommufd', 'legacy'] as const) {
+    it(`${backend}: a container fd closed behind the engine fails the next batch with EBADF; the container is lost and released, and the kernel keeps nothing of it`, async function () {
+      // Room for one copy of the guest's pages: the re-add below fits only if the kernel
+      // unpinned what the lost container had mapped.
+      engine.port.setrlimit(RLIMIT.MEMLOCK, {
+        cur: 6n * MiB,
+        max: engine.port.getrlimit(RLIMIT.MEMLOCK).max,
+      });
+      const option = () => (backend === 'iommufd' ? engine.createIommufd() : 'off');
+      const s = space();
+      const d = await s.addDevice({ host: '0000:00:03.0', iommufd: option() });
+      s.begin();
+      s.regionAdd(region(0n, 0n, 4n * MiB));
+      await s.commit();
+      engine.port.close(containerFd(s, d.container)); // behind the engine's back
+      s.begin();
+      s.regionAdd(region(0x1000_0000n, 4n * MiB, MiB));
+      await s.commit();
+      const batch = events.find((e) => e.type === 'batch.failed')!;
+      expect(batch.container).to.equal(d.container);
+      expect(batch.error).to.deep.include({ code: 'EBADF', errno: 9, syscall: 'dma_map' });
+      expect((batch.error as { message: string }).message).to.match(
+        /^dma_map \[0x10000000, \+0x100000\) on (iommufd IOAS|legacy container fd) \d+: EBADF .*closed behind the engine/,
+      );
+      const failed = events.find((e) => e.type === 'container.failed')!;
+      expect([failed.container, failed.phase]).to.deep.equal([d.container, 'lost']);
+      expect(events.some((e) => e.type === 'container.destroyed' && e.container === d.container)).to.equal(
+        true,
+      );
+      expect(simFds()).to.deep.equal([]);
+      const st = engine.state()[s.name]!;
+      expect(st.containers).to.deep.equal([]);
+      expect(st.devices.map((x) => [x.state, x.error?.code])).to.deep.equal([['closed', 'EBADF']]);
+      await s.removeDevice(d.id);
+      const again = await s.addDevice({ host: '0000:00:03.0', iommufd: option() });
+      expect(s.mappings()[again.container]!.map((m) => m.iova)).to.deep.equal([0n, 0x1000_0000n]);
+    });
+  }
+
+  it('sends nothing to a container fd number another file has taken, and never closes it; other containers go on', async function () {
+    const s = space();
+    const a = await s.addDevice({ host: '0000:00:03.0', iommufd: engine.createIommufd() });
+    const b = await s.addDevice({ host: '0000:00:05.0', iommufd: 'off' });
+    s.begin();
+    s.regionAdd(region(0n, 0n, 4n * MiB));
+    await s.commit();
+    const fd = containerFd(s, a.container);
+    engine.port.close(fd);
+    // The kernel hands out the lowest free number: open /dev/null until it is that one.
+    const extra: number[] = [];
+    let other = -1;
+    while (extra.length < 64 && other !== fd) extra.push((other = engine.port.open('/dev/null', O.RDONLY)));
+    expect(other, 'the closed number came back').to.equal(fd);
+    for (const x of extra) if (x !== fd) engine.port.close(x);
+    s.begin();
+    s.regionAdd(region(0x1000_0000n, 4n * MiB, MiB));
+    await s.commit();
+    // EBADF, not ENOTTY: the map was never sent to /dev/null.
+    const batch = events.find((e) => e.type === 'batch.failed')!;
+    expect(batch.error).to.deep.include({ code: 'EBADF' });
+    expect((batch.error as { message: string }).message).to.include(`fd ${fd} now refers to /dev/null`);
+    expect(engine.port.readlink(`/proc/self/fd/${fd}`)).to.equal('/dev/null');
+    engine.port.close(fd);
+    expect(Object.keys(s.mappings())).to.deep.equal([b.container]);
+    expect(s.mappings()[b.container]!.map((m) => m.iova)).to.deep.equal([0n, 0x1000_0000n]);
+  });
+
+  it('takes an EBADF answer as a lost fd where the fd check cannot tell (no /proc/self/fd)', async function () {
+    const s = space();
+    const d = await s.addDevice({ host: '0000:00:04.0', iommufd: 'off' });
+    const fd = containerFd(s, d.container);
+    const link = `/proc/self/fd/${fd}`;
+    const before = engine.port.readlink(link);
+    const readlink = engine.port.readlink.bind(engine.port);
+    engine.port.readlink = (p) => (p === link ? before : readlink(p));
+    engine.port.close(fd);
+    s.begin();
+    for (let i = 0n; i < 4n; i++) s.regionAdd(region(i * 0x100_0000n, i * MiB, MiB));
+    await s.commit();
+    const batch = events.find((e) => e.type === 'batch.failed')!;
+    expect(batch.error).to.deep.include({ code: 'EBADF', syscall: 'dma_map' });
+    expect(events.find((e) => e.type === 'container.failed')!.phase).to.equal('lost');
+    expect(simFds()).to.deep.equal([]);
+    expect(engine.state()[s.name]!.containers).to.deep.equal([]);
   });
 });

@@ -17,6 +17,7 @@ const ACTORS = [
 ] as const;
 const input: ContainerInput = { id: 'c1', addressSpaceId: 'as0', backend: 'iommufd' };
 const efault = { message: 'IOMMU_IOAS_MAP failed: EFAULT', code: 'EFAULT', errno: 14, op: 'IOMMU_IOAS_MAP' };
+const ebadf = { message: 'dma_map: EBADF', code: 'EBADF', errno: 9, op: 'dma_map' };
 const applied = { applied: 3, mapped: 3, unmapped: 0 };
 
 const events: AnyEventObject[] = [
@@ -30,6 +31,7 @@ const events: AnyEventObject[] = [
     { type: `xstate.done.actor.${name}`, output: name === 'applyBatch' ? applied : undefined },
     { type: `xstate.error.actor.${name}`, error: efault },
   ]),
+  { type: 'xstate.error.actor.applyBatch', error: ebadf },
 ];
 
 /** How many of `list` have type `type`. */
@@ -78,7 +80,7 @@ function harness() {
   const state = () => actor.getSnapshot().value;
   const ctx = () => actor.getSnapshot().context;
   const types = () => emitted.map((e) => e.type);
-  return { actor, emitted, ok, fail, state, ctx, types };
+  return { actor, emitted, ok, fail, state, ctx, types, fakes };
 }
 
 /** setup, then the first device attached: ready, not yet initialized. */
@@ -196,6 +198,31 @@ describe('containerMachine: rules', function () {
     expect(h.state()).to.equal('tearingDown');
     await h.ok('teardownContainer');
     expect(h.state()).to.equal('destroyed');
+  });
+
+  it('fails as lost when a batch finds its fd closed (EBADF) after initialization; an attach-time EBADF fails the attach', async function () {
+    const h = await attachedUninitialized();
+    h.actor.send({ type: 'APPLY', batchId: 'replay', ops: 3 });
+    await h.ok('applyBatch', applied);
+    h.actor.send({ type: 'APPLY', batchId: 't2', ops: 1 });
+    await h.fakes.deliver({ type: 'xstate.error.actor.applyBatch', error: ebadf });
+    expect(h.state()).to.equal('failed');
+    const error = {
+      op: 'applyBatch',
+      message: 'dma_map: EBADF',
+      code: 'EBADF',
+      errno: 9,
+      syscall: 'dma_map',
+    };
+    expect(h.emitted.slice(-2)).to.deep.equal([
+      { type: 'batch.failed', containerId: 'c1', batchId: 't2', error },
+      { type: 'container.failed', containerId: 'c1', phase: 'lost', error },
+    ]);
+
+    const early = await attachedUninitialized();
+    early.actor.send({ type: 'APPLY', batchId: 'replay', ops: 3 });
+    await early.fakes.deliver({ type: 'xstate.error.actor.applyBatch', error: ebadf });
+    expect(early.emitted.at(-1)).to.deep.include({ type: 'container.failed', phase: 'init' });
   });
 
   it('tears down when the last device detaches, not before', async function () {

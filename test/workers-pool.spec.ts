@@ -254,6 +254,19 @@ describe('workers: DmaPool on the simulated kernel', function () {
     expect(probeTake(t, 0x600_0000n)).to.equal(false);
   });
 
+  for (const inline of [true, false]) {
+    it(`an fd closed under the batch (EBADF) ends it: nothing more is issued, in any lane (${inline ? 'inline' : 'worker'})`, async function () {
+      const t = iommufdTarget() as Extract<DmaTarget, { kind: 'iommufd' }>;
+      port.close(t.iommufd);
+      const r = await pool.run(t, [maps(3, 0xa00_0000n), maps(3, 0xb00_0000n)], { inline });
+      expect(r.crash).to.equal(undefined);
+      expect(r.results.map((x) => [x.status, x.errno])).to.deep.equal([
+        ['failed', ERRNO.EBADF],
+        ...Array(5).fill(['not-run', 0]),
+      ]);
+    });
+  }
+
   it('a failed op skips the rest of its lane, not other lanes', async function () {
     const t = iommufdTarget();
     const base = 0x700_0000n;

@@ -19,10 +19,10 @@ import { IntervalMap } from '../common/interval-map.js';
 import { addressSpaceMachine, containerMachine, deviceMachine } from '../machines/index.js';
 import type { ApplyBatchOutput, ContainerEmitted } from '../machines/container.js';
 import type { MachineError } from '../machines/errors.js';
-import { packLanes, planTransaction, sectionRequests } from '../memory/planner.js';
+import { packLanes, planTransaction, sectionRequests, type PlannedOp } from '../memory/planner.js';
 import type { DmaMapping, MemoryRegionSection, RegionBacking, RegionKind } from '../memory/sections.js';
 import { transactions, type ListenerEvent, type Transaction } from '../memory/transaction.js';
-import { errnoName } from '../uapi/errno.js';
+import { ERRNO, errnoName } from '../uapi/errno.js';
 import type { BatchOp, OpResult } from '../workers/batch.js';
 import { applyResults, type DmaPool } from '../workers/pool.js';
 import type { EngineEvent } from './events.js';
@@ -108,6 +108,9 @@ const sectionOf = (r: MemoryRegion): MemoryRegionSection => ({
 });
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/** The engine operation a planned op is, as errors name it. */
+const dmaOpName = (o: PlannedOp) => (o.op === 'map' ? 'dma_map' : 'dma_unmap');
 
 function errorOf(e: unknown, fallback: MachineError | null | undefined): Error {
   if (e instanceof Error) return e;
@@ -351,12 +354,28 @@ export class AddressSpace {
     const p = this.awaitContainer<ApplyBatchOutput>(rec, (e, ok, fail) => {
       if (e.type === 'batch.applied' && e.batchId === batchId) ok(e.result);
       else if (e.type === 'batch.failed' && e.batchId === batchId) fail(errorOf(work.error, e.error));
-      else if (e.type === 'container.rejected' && e.batchId === batchId)
-        fail(new Error(`${rec.id}: APPLY rejected (${e.reason})`));
-      else if (e.type === 'stopped') ok({ applied: 0, mapped: 0, unmapped: 0 });
+      else if (e.type === 'container.rejected' && e.batchId === batchId) {
+        // Work still queued when the container failed (its fd lost, say) fails with its errno.
+        const first = work.txn.ops[0];
+        fail(
+          new VfioError({
+            op: first?.type === 'del' ? 'dma_unmap' : 'dma_map',
+            iova: first?.region.gpa,
+            size: first?.region.size,
+            errno: this.failureErrno(rec, e),
+            target: rec.backend.describe(),
+            detail: `not applied: ${rec.id} rejected it (${e.reason})`,
+          }),
+        );
+      } else if (e.type === 'stopped') ok({ applied: 0, mapped: 0, unmapped: 0 });
     });
     rec.actor.send({ type: 'APPLY', batchId, ops: work.txn.ops.length });
     return p.finally(() => this.batches.delete(batchId));
+  }
+
+  /** The errno a failed container failed with, when it is what rejected an event. */
+  private failureErrno(rec: ContainerRec, e: { state: string }): number | undefined {
+    return e.state === 'failed' ? rec.actor.getSnapshot().context.lastError?.errno : undefined;
   }
 
   private awaitContainer<T>(
@@ -407,11 +426,29 @@ export class AddressSpace {
     }
     let copied = 0;
     const t0 = performance.now();
-    const target = b.dataplaneTarget();
     const source = work.replay ? this.copySource(rec) : null;
     let ops = plan.ops;
     let results: OpResult[];
-    if (source) {
+    // Reliability row 23: no batch goes to an fd that is no longer the file the backend opened.
+    const lost = b.fdUsable() ? null : b.lost;
+    if (lost) {
+      const o = plan.ops[0];
+      errors.unshift(
+        o
+          ? new VfioError({
+              op: dmaOpName(o),
+              iova: o.iova,
+              size: o.size,
+              errno: lost.errno,
+              target: b.describe(),
+              detail: lost.detail,
+              cause: lost,
+            })
+          : lost,
+      );
+      ops = [];
+      results = [];
+    } else if (source) {
       // IOAS_COPY what the source maps identically; map the rest from host addresses.
       const same = (o: (typeof ops)[number]) => {
         if (o.op !== 'map') return false;
@@ -446,7 +483,7 @@ export class AddressSpace {
                   : o;
               }),
             );
-            const r = await this.env.pool.run(target, batch);
+            const r = await this.env.pool.run(b.dataplaneTarget(), batch);
             if (r.crash !== undefined) errors.push(r.crash);
             let k = 0;
             for (const l of lanes) for (const i of l) out[i] = r.results[k++]!;
@@ -463,7 +500,7 @@ export class AddressSpace {
       results = [...c, ...m];
       copied = copies.length;
     } else {
-      const r = await this.env.pool.runPlan(target, plan);
+      const r = await this.env.pool.runPlan(b.dataplaneTarget(), plan);
       results = r.results;
       errors.push(...r.crashes);
     }
@@ -478,7 +515,7 @@ export class AddressSpace {
         return;
       }
       if (r.status !== 'failed') return;
-      const what = `${o.op === 'map' ? 'map' : 'unmap'} ${formatRange(o.iova, o.size)}: ${errnoName(r.errno)}`;
+      const what = `${o.op} ${formatRange(o.iova, o.size)}: ${errnoName(r.errno)}`;
       if (o.op === 'map' && o.nonFatal) {
         // QEMU: a RAM device (p2p BAR) that cannot be mapped is a warning, once.
         const key = `${rec.id}:${o.iova}`;
@@ -494,15 +531,15 @@ export class AddressSpace {
         return;
       }
       errors.push(
-        new VfioError({
-          op: o.op === 'map' ? 'dma_map' : 'dma_unmap',
-          iova: o.iova,
-          size: o.size,
-          errno: r.errno,
-          target: b.describe(),
-        }),
+        new VfioError({ op: dmaOpName(o), iova: o.iova, size: o.size, errno: r.errno, target: b.describe() }),
       );
     });
+    // An op answered EBADF: the fd was closed behind the engine (the executor stopped there).
+    const badf = errors.findIndex((e) => e instanceof VfioError && e.errno === ERRNO.EBADF);
+    if (badf >= 0) {
+      b.markLost(errors[badf]);
+      errors.unshift(...errors.splice(badf, 1)); // the error the container fails with
+    }
     if (work.replay) {
       this.env.emit({
         type: 'container.replayed',
@@ -675,8 +712,9 @@ export class AddressSpace {
   private detachKernel(rec: ContainerRec, d: DeviceRec | undefined): void {
     const dev = d?.dev;
     if (!dev || !dev.attached) return;
-    if (rec.backend.devices.length === 1 && rec.backend.devices[0] === dev) {
-      // The last device: unmap everything first, so the table and the kernel agree to the end.
+    // The last device: unmap everything first, so the table and the kernel agree to the end. With
+    // the fd lost nothing may go to it; the kernel drops the mappings as the device closes.
+    if (rec.backend.devices.length === 1 && rec.backend.devices[0] === dev && rec.backend.fdUsable()) {
       try {
         rec.backend.dmaUnmap(0n, 0n, { unmapAll: true });
         rec.table.clear();
@@ -825,6 +863,7 @@ export class AddressSpace {
             op: 'attach_device',
             device: dev.bdf,
             target: dev.container?.describe(),
+            errno: this.failureErrno(c, e),
             detail: e.reason,
           }),
         );

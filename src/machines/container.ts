@@ -23,6 +23,9 @@
  *   actor layer reconciles its table from the per-op journal and releases the container: it
  *   tells the devices (CONTAINER_FAILED), which close and detach. The last detach tears the
  *   container down.
+ * - A failed applyBatch whose error is EBADF after initialization means the container's fd was
+ *   closed behind the engine (reliability row 23): failed, phase 'lost', released in the same
+ *   way. Before initialization it fails the attach like any other error.
  * - A failed detach also means the kernel and our view may differ: failed, phase 'detach'
  *   (released in the same way).
  *
@@ -89,8 +92,8 @@ export interface ContainerContext {
   readonly failed: boolean;
 }
 
-/** Why a container failed: setup, the init-time replay or attach, a runtime batch, a detach. */
-export type ContainerFailurePhase = 'setup' | 'init' | 'runtime' | 'detach';
+/** Why a container failed: setup, the init-time replay or attach, a runtime batch, its fd lost, a detach. */
+export type ContainerFailurePhase = 'setup' | 'init' | 'runtime' | 'lost' | 'detach';
 
 /** Events the container machine emits for the engine. */
 export type ContainerEmitted =
@@ -155,6 +158,12 @@ const deferWhileBusy = {
   TEARDOWN: { actions: 'defer' },
 } as const;
 
+// An error kept as lastError, and as `error` if it is the first before initialization.
+const withError = (context: ContainerContext, error: MachineError) => ({
+  lastError: error,
+  error: !context.initialized && context.error === null ? error : context.error,
+});
+
 const rejectTearingDown = { actions: { type: 'reject', params: { reason: 'tearing down' } } } as const;
 
 /** The container machine (id 'container'). Supply the five actors with `.provide()`. */
@@ -188,6 +197,8 @@ export const containerMachine = setup({
     /** An APPLY is settling with a device attached while not yet initialized: the init point. */
     initPoint: ({ context }) => !context.initialized && context.devices.length > 0,
     hasError: ({ context }) => context.error !== null,
+    /** An effect failed with EBADF: the container's fd was closed behind the engine. */
+    fdLost: ({ event }) => toMachineError('', (event as { error?: unknown }).error).code === 'EBADF',
   },
   actions: {
     defer: assign({ queue: ({ context, event }) => [...context.queue, event] }),
@@ -208,10 +219,7 @@ export const containerMachine = setup({
       ...('batchId' in event ? { batchId: event.batchId } : {}),
     })),
     /** Keep the error as lastError, and as `error` if it is the first before initialization. */
-    recordError: assign(({ context }, params: { error: MachineError }) => ({
-      lastError: params.error,
-      error: !context.initialized && context.error === null ? params.error : context.error,
-    })),
+    recordError: assign(({ context }, params: { error: MachineError }) => withError(context, params.error)),
     emitFailed: emit(({ context }, params: { phase: ContainerFailurePhase }) => ({
       type: 'container.failed' as const,
       containerId: context.id,
@@ -250,12 +258,17 @@ export const containerMachine = setup({
       enqueue.assign({ initialized: true });
       enqueue.emit({ type: 'container.initialized', containerId: context.id });
     }),
-    emitBatchFailed: emit(({ context }) => ({
-      type: 'batch.failed' as const,
-      containerId: context.id,
-      batchId: context.pendingBatch!.batchId,
-      error: context.lastError!,
-    })),
+    /** applyBatch failed: its error recorded (as recordError does), and 'batch.failed'. */
+    batchFailed: enqueueActions(({ context, event, enqueue }) => {
+      const error = toMachineError('applyBatch', (event as { error?: unknown }).error);
+      enqueue.assign(withError(context, error));
+      enqueue.emit({
+        type: 'batch.failed',
+        containerId: context.id,
+        batchId: context.pendingBatch!.batchId,
+        error,
+      });
+    }),
     emitAttachFailed: emit(({ context }) => ({
       type: 'container.deviceAttachFailed' as const,
       containerId: context.id,
@@ -430,39 +443,21 @@ export const containerMachine = setup({
         ],
         onError: [
           {
+            guard: and(['initialized', 'fdLost']),
+            target: 'failed',
+            actions: ['batchFailed', { type: 'emitFailed', params: { phase: 'lost' } }],
+          },
+          {
             guard: 'initialized',
             target: 'failed',
-            actions: [
-              {
-                type: 'recordError',
-                params: ({ event }) => ({ error: toMachineError('applyBatch', event.error) }),
-              },
-              'emitBatchFailed',
-              { type: 'emitFailed', params: { phase: 'runtime' } },
-            ],
+            actions: ['batchFailed', { type: 'emitFailed', params: { phase: 'runtime' } }],
           },
           {
             guard: 'initPoint',
             target: 'failed',
-            actions: [
-              {
-                type: 'recordError',
-                params: ({ event }) => ({ error: toMachineError('applyBatch', event.error) }),
-              },
-              'emitBatchFailed',
-              { type: 'emitFailed', params: { phase: 'init' } },
-            ],
+            actions: ['batchFailed', { type: 'emitFailed', params: { phase: 'init' } }],
           },
-          {
-            target: 'ready',
-            actions: [
-              {
-                type: 'recordError',
-                params: ({ event }) => ({ error: toMachineError('applyBatch', event.error) }),
-              },
-              'emitBatchFailed',
-            ],
-          },
+          { target: 'ready', actions: 'batchFailed' },
         ],
       },
       on: deferWhileBusy,
