@@ -14,11 +14,12 @@ export function ram(port: SyscallPort, size: bigint) {
 }
 
 /**
- * The kernel holds exactly what each container's table says: every mapping unmaps exactly
- * (its bytes), then an unmap-all finds nothing more; the mappings are then restored.
+ * The kernel holds exactly what each container's table (or one container's) says: every
+ * mapping unmaps exactly (its bytes), then an unmap-all finds nothing more; the mappings are
+ * then restored.
  */
-export function expectTablesMatchKernel(space: AddressSpace): void {
-  for (const [id, table] of Object.entries(space.mappings())) {
+export function expectTablesMatchKernel(space: AddressSpace, containerId?: string): void {
+  for (const [id, table] of Object.entries(space.mappings(containerId))) {
     const b = space.containerBackend(id)!;
     for (const m of table)
       expect(b.dmaUnmap(m.iova, m.size), `${id} ${m.iova.toString(16)}`).to.equal(m.size);

@@ -1,6 +1,9 @@
 import { expect } from 'chai';
 import { Subject } from 'rxjs';
 import { VfioError } from '../src/backends/errors.js';
+import type { IommufdContainer } from '../src/backends/iommufd.js';
+import { LegacyContainer } from '../src/backends/legacy.js';
+import { O, RLIMIT } from '../src/port/port.js';
 import { createEngine, type Engine } from '../src/engine.js';
 import type { ListenerEvent } from '../src/memory/transaction.js';
 import type { MemoryRegion } from '../src/actors/address-space.js';
@@ -205,24 +208,201 @@ describe('engine on the simulated kernel', function () {
     expect(s.mappings()[d.container]).to.have.length(1);
   });
 
-  it('puts the container in failed on a runtime map failure, surfaces it and reconciles the table', async function () {
+  it('releases the other devices of a container whose detach failed (the kernel and the table may differ)', async function () {
     const s = space();
-    const d = await s.addDevice({ host: '0000:00:04.0', iommufd: 'off' });
+    const a = await s.addDevice({ host: '0000:00:03.0' });
+    const b = await s.addDevice({ host: '0000:00:04.0' });
+    expect(b.container).to.equal(a.container);
     s.begin();
     s.regionAdd(region(0n, 0n, 4n * MiB));
-    s.regionAdd({ gpa: 0x4000_0000n, size: MiB, backing: { vaddr: 0x7000_0000_0000n } });
-    s.regionAdd(region(0x8000_0000n, 4n * MiB, 4n * MiB));
     await s.commit();
+    const backend = s.containerBackend(a.container)!;
+    const detach = backend.detachDevice.bind(backend);
+    let calls = 0;
+    backend.detachDevice = (dev) => {
+      if (calls++ === 0) throw new VfioError({ op: 'detach_device', device: dev.bdf, errno: 5 });
+      detach(dev);
+    };
+    await s.removeDevice(a.id);
+    await s.flush();
     const failed = events.find((e) => e.type === 'container.failed')!;
-    expect(failed.phase).to.equal('runtime');
-    expect((failed.error as { code?: string }).code).to.be.a('string');
+    expect([failed.container, failed.phase, (failed.error as { code?: string }).code]).to.deep.equal([
+      a.container,
+      'detach',
+      'EIO',
+    ]);
+    const devFailed = events.filter((e) => e.type === 'device.failed');
+    expect(devFailed.map((e) => [e.device, (e.error as { code?: string }).code])).to.have.deep.members([
+      [a.id, 'EIO'],
+      [b.id, 'EIO'],
+    ]);
+    expect(events.some((e) => e.type === 'container.destroyed' && e.container === a.container)).to.equal(
+      true,
+    );
+    expect(simFds()).to.deep.equal([]);
+    expect(engine.state()[s.name]!.devices.map((d) => [d.id, d.state])).to.deep.equal([[b.id, 'closed']]);
+  });
+
+  it('releases the devices of containers that fail at runtime: closed, detached, torn down, nothing left in the kernel', async function () {
+    const s = space();
+    const a = await s.addDevice({ host: '0000:00:03.0', iommufd: 'on' });
+    const b = await s.addDevice({ host: '0000:00:05.0', iommufd: 'off' });
+    const c = await s.addDevice({ host: '0000:00:05.1', iommufd: 'off' }); // b's group: b's container
+    // When a container fails its table is reconciled from the journal: it equals the kernel's.
+    const atFailure = new Map<string, bigint[]>();
+    let mismatch: unknown;
+    const sub = engine.events$.subscribe((e) => {
+      if (e.type !== 'container.failed') return;
+      atFailure.set(
+        e.container,
+        s.mappings(e.container)[e.container]!.map((m) => m.iova),
+      );
+      try {
+        expectTablesMatchKernel(s, e.container);
+      } catch (err) {
+        mismatch = err;
+      }
+    });
+    const bad = { gpa: 0x4000_0000n, size: MiB, backing: { vaddr: 0x7000_0000_0000n } }; // not mapped in the process
+    s.begin();
+    s.regionAdd(region(0n, 0n, 4n * MiB));
+    s.regionAdd(bad);
+    s.regionAdd(region(0x8000_0000n, 4n * MiB, 4n * MiB));
+    await s.commit(); // settles once the failed containers have released their devices
+    sub.unsubscribe();
+    expect(mismatch).to.equal(undefined);
+    expect(Object.fromEntries(atFailure)).to.deep.equal({
+      [a.container]: [0n, 0x8000_0000n],
+      [b.container]: [0n, 0x8000_0000n],
+    });
+    const failed = events.filter((e) => e.type === 'container.failed');
+    expect(failed.map((e) => [e.container, e.phase])).to.have.deep.members([
+      [a.container, 'runtime'],
+      [b.container, 'runtime'],
+    ]);
+    expect((failed[0]!.error as { code?: string }).code).to.equal('EFAULT');
     expect(events.some((e) => e.type === 'txn.failed')).to.equal(true);
-    const t = s.mappings()[d.container]!;
-    expect(t.map((m) => m.iova)).to.deep.equal([0n, 0x8000_0000n]);
-    expectTablesMatchKernel(s);
+    expect(events.filter((e) => e.type === 'device.failed').map((e) => e.device)).to.have.members([
+      a.id,
+      b.id,
+      c.id,
+    ]);
+    expect(events.filter((e) => e.type === 'container.destroyed').map((e) => e.container)).to.have.members([
+      a.container,
+      b.container,
+    ]);
+    // Released: every fd closed, no container left; the devices show closed, with the error.
+    expect(simFds()).to.deep.equal([]);
+    expect(engine.host.containers).to.deep.equal([]);
+    expect(s.mappings()).to.deep.equal({});
     const st = engine.state()[s.name]!;
-    expect(st.containers[0]!.state).to.equal('failed');
-    expect(st.devices[0]!.state).to.equal('failed');
+    expect(st.containers).to.deep.equal([]);
+    expect(st.devices.map((d) => [d.id, d.state, d.container, d.error?.code])).to.deep.equal([
+      [a.id, 'closed', null, 'EFAULT'],
+      [b.id, 'closed', null, 'EFAULT'],
+      [c.id, 'closed', null, 'EFAULT'],
+    ]);
+    // The kernel let go too: the group and the cdev open again, and a new container's table
+    // equals the kernel's (checked after each test).
+    s.regionDel(bad);
+    await s.removeDevice(b.id);
+    expect(engine.state()[s.name]!.devices.map((d) => d.id)).to.deep.equal([a.id, c.id]);
+    const b2 = await s.addDevice({ host: '0000:00:05.0', iommufd: 'off' });
+    const a2 = await s.addDevice({ host: '0000:00:03.0', iommufd: 'on' });
+    expect(s.mappings()[b2.container]!.map((m) => m.iova)).to.deep.equal([0n, 0x8000_0000n]);
+    expect(s.mappings()[a2.container]!.map((m) => m.iova)).to.deep.equal([0n, 0x8000_0000n]);
+  });
+
+  /** The fd behind a container: legacy, the container's; iommufd, its object's /dev/iommu. */
+  const containerFd = (s: ReturnType<typeof space>, id: string): number => {
+    const b = s.containerBackend(id)!;
+    return b instanceof LegacyContainer ? b.fd : (b as IommufdContainer).backend.fd;
+  };
+
+  for (const backend of ['iommufd', 'legacy'] as const) {
+    it(`${backend}: a container fd closed behind the engine fails the next batch with EBADF; the container is lost and released, and the kernel keeps nothing of it`, async function () {
+      // Room for one copy of the guest's pages: the re-add below fits only if the kernel
+      // unpinned what the lost container had mapped.
+      engine.port.setrlimit(RLIMIT.MEMLOCK, {
+        cur: 6n * MiB,
+        max: engine.port.getrlimit(RLIMIT.MEMLOCK).max,
+      });
+      const option = () => (backend === 'iommufd' ? engine.createIommufd() : 'off');
+      const s = space();
+      const d = await s.addDevice({ host: '0000:00:03.0', iommufd: option() });
+      s.begin();
+      s.regionAdd(region(0n, 0n, 4n * MiB));
+      await s.commit();
+      engine.port.close(containerFd(s, d.container)); // behind the engine's back
+      s.begin();
+      s.regionAdd(region(0x1000_0000n, 4n * MiB, MiB));
+      await s.commit();
+      const batch = events.find((e) => e.type === 'batch.failed')!;
+      expect(batch.container).to.equal(d.container);
+      expect(batch.error).to.deep.include({ code: 'EBADF', errno: 9, syscall: 'dma_map' });
+      expect((batch.error as { message: string }).message).to.match(
+        /^dma_map \[0x10000000, \+0x100000\) on (iommufd IOAS|legacy container fd) \d+: EBADF .*closed behind the engine/,
+      );
+      const failed = events.find((e) => e.type === 'container.failed')!;
+      expect([failed.container, failed.phase]).to.deep.equal([d.container, 'lost']);
+      expect(events.some((e) => e.type === 'container.destroyed' && e.container === d.container)).to.equal(
+        true,
+      );
+      expect(simFds()).to.deep.equal([]);
+      const st = engine.state()[s.name]!;
+      expect(st.containers).to.deep.equal([]);
+      expect(st.devices.map((x) => [x.state, x.error?.code])).to.deep.equal([['closed', 'EBADF']]);
+      await s.removeDevice(d.id);
+      const again = await s.addDevice({ host: '0000:00:03.0', iommufd: option() });
+      expect(s.mappings()[again.container]!.map((m) => m.iova)).to.deep.equal([0n, 0x1000_0000n]);
+    });
+  }
+
+  it('sends nothing to a container fd number another file has taken, and never closes it; other containers go on', async function () {
+    const s = space();
+    const a = await s.addDevice({ host: '0000:00:03.0', iommufd: engine.createIommufd() });
+    const b = await s.addDevice({ host: '0000:00:05.0', iommufd: 'off' });
+    s.begin();
+    s.regionAdd(region(0n, 0n, 4n * MiB));
+    await s.commit();
+    const fd = containerFd(s, a.container);
+    engine.port.close(fd);
+    // The kernel hands out the lowest free number: open /dev/null until it is that one.
+    const extra: number[] = [];
+    let other = -1;
+    while (extra.length < 64 && other !== fd) extra.push((other = engine.port.open('/dev/null', O.RDONLY)));
+    expect(other, 'the closed number came back').to.equal(fd);
+    for (const x of extra) if (x !== fd) engine.port.close(x);
+    s.begin();
+    s.regionAdd(region(0x1000_0000n, 4n * MiB, MiB));
+    await s.commit();
+    // EBADF, not ENOTTY: the map was never sent to /dev/null.
+    const batch = events.find((e) => e.type === 'batch.failed')!;
+    expect(batch.error).to.deep.include({ code: 'EBADF' });
+    expect((batch.error as { message: string }).message).to.include(`fd ${fd} now refers to /dev/null`);
+    expect(engine.port.readlink(`/proc/self/fd/${fd}`)).to.equal('/dev/null');
+    engine.port.close(fd);
+    expect(Object.keys(s.mappings())).to.deep.equal([b.container]);
+    expect(s.mappings()[b.container]!.map((m) => m.iova)).to.deep.equal([0n, 0x1000_0000n]);
+  });
+
+  it('takes an EBADF answer as a lost fd where the fd check cannot tell (no /proc/self/fd)', async function () {
+    const s = space();
+    const d = await s.addDevice({ host: '0000:00:04.0', iommufd: 'off' });
+    const fd = containerFd(s, d.container);
+    const link = `/proc/self/fd/${fd}`;
+    const before = engine.port.readlink(link);
+    const readlink = engine.port.readlink.bind(engine.port);
+    engine.port.readlink = (p) => (p === link ? before : readlink(p));
+    engine.port.close(fd);
+    s.begin();
+    for (let i = 0n; i < 4n; i++) s.regionAdd(region(i * 0x100_0000n, i * MiB, MiB));
+    await s.commit();
+    const batch = events.find((e) => e.type === 'batch.failed')!;
+    expect(batch.error).to.deep.include({ code: 'EBADF', syscall: 'dma_map' });
+    expect(events.find((e) => e.type === 'container.failed')!.phase).to.equal('lost');
+    expect(simFds()).to.deep.equal([]);
+    expect(engine.state()[s.name]!.containers).to.deep.equal([]);
   });
 
   describe('a ram_device region (a BAR mmapped from a device fd): legacy maps it, iommufd warns once', function () {

@@ -17,6 +17,7 @@ const ACTORS = [
 ] as const;
 const input: ContainerInput = { id: 'c1', addressSpaceId: 'as0', backend: 'iommufd' };
 const efault = { message: 'IOMMU_IOAS_MAP failed: EFAULT', code: 'EFAULT', errno: 14, op: 'IOMMU_IOAS_MAP' };
+const ebadf = { message: 'dma_map: EBADF', code: 'EBADF', errno: 9, op: 'dma_map' };
 const applied = { applied: 3, mapped: 3, unmapped: 0 };
 
 const events: AnyEventObject[] = [
@@ -30,16 +31,39 @@ const events: AnyEventObject[] = [
     { type: `xstate.done.actor.${name}`, output: name === 'applyBatch' ? applied : undefined },
     { type: `xstate.error.actor.${name}`, error: efault },
   ]),
+  { type: 'xstate.error.actor.applyBatch', error: ebadf },
 ];
 
+/** How many of `list` have type `type`. */
+const count = (list: readonly AnyEventObject[], type: string) => list.filter((e) => e.type === type).length;
+
 describe('containerMachine: generated paths', function () {
-  graphSuite(containerMachine, ACTORS, input, events, (c: ContainerContext) => ({
-    initialized: c.initialized,
-    error: c.error !== null,
-    devices: c.devices,
-    pendingDevice: c.pendingDevice,
-    failed: c.failed,
-  }));
+  graphSuite(
+    containerMachine,
+    ACTORS,
+    input,
+    events,
+    (c: ContainerContext) => ({
+      initialized: c.initialized,
+      error: c.error !== null,
+      devices: c.devices,
+      pendingDevice: c.pendingDevice,
+      failed: c.failed,
+    }),
+    // Every settled attach and detach is told, once, as the actor layer waits on it.
+    (steps, emitted) => {
+      for (const [op, ok, failed] of [
+        ['attachToContainer', 'container.deviceAttached', 'container.deviceAttachFailed'],
+        ['detachFromContainer', 'container.deviceDetached', 'container.deviceDetachFailed'],
+      ] as const) {
+        const path = steps.map((e) => e.type).join(' → ');
+        expect(count(emitted, ok), `${ok} on ${path}`).to.equal(count(steps, `xstate.done.actor.${op}`));
+        expect(count(emitted, failed), `${failed} on ${path}`).to.equal(
+          count(steps, `xstate.error.actor.${op}`),
+        );
+      }
+    },
+  );
 });
 
 /** A live container actor whose effects the test settles one by one. */
@@ -56,7 +80,7 @@ function harness() {
   const state = () => actor.getSnapshot().value;
   const ctx = () => actor.getSnapshot().context;
   const types = () => emitted.map((e) => e.type);
-  return { actor, emitted, ok, fail, state, ctx, types };
+  return { actor, emitted, ok, fail, state, ctx, types, fakes };
 }
 
 /** setup, then the first device attached: ready, not yet initialized. */
@@ -166,9 +190,39 @@ describe('containerMachine: rules', function () {
     // The devices leave; the last one takes the container down.
     h.actor.send({ type: 'DETACH', deviceId: 'd1' });
     await h.ok('detachFromContainer');
+    expect(h.emitted.at(-1)).to.deep.equal({
+      type: 'container.deviceDetached',
+      containerId: 'c1',
+      deviceId: 'd1',
+    });
     expect(h.state()).to.equal('tearingDown');
     await h.ok('teardownContainer');
     expect(h.state()).to.equal('destroyed');
+  });
+
+  it('fails as lost when a batch finds its fd closed (EBADF) after initialization; an attach-time EBADF fails the attach', async function () {
+    const h = await attachedUninitialized();
+    h.actor.send({ type: 'APPLY', batchId: 'replay', ops: 3 });
+    await h.ok('applyBatch', applied);
+    h.actor.send({ type: 'APPLY', batchId: 't2', ops: 1 });
+    await h.fakes.deliver({ type: 'xstate.error.actor.applyBatch', error: ebadf });
+    expect(h.state()).to.equal('failed');
+    const error = {
+      op: 'applyBatch',
+      message: 'dma_map: EBADF',
+      code: 'EBADF',
+      errno: 9,
+      syscall: 'dma_map',
+    };
+    expect(h.emitted.slice(-2)).to.deep.equal([
+      { type: 'batch.failed', containerId: 'c1', batchId: 't2', error },
+      { type: 'container.failed', containerId: 'c1', phase: 'lost', error },
+    ]);
+
+    const early = await attachedUninitialized();
+    early.actor.send({ type: 'APPLY', batchId: 'replay', ops: 3 });
+    await early.fakes.deliver({ type: 'xstate.error.actor.applyBatch', error: ebadf });
+    expect(early.emitted.at(-1)).to.deep.include({ type: 'container.failed', phase: 'init' });
   });
 
   it('tears down when the last device detaches, not before', async function () {
@@ -189,8 +243,17 @@ describe('containerMachine: rules', function () {
       lastError: { op: 'teardownContainer', message: 'EBUSY' },
     });
     expect(
-      h.types().filter((t) => t === 'container.deviceDetached' || t === 'container.deviceAttached'),
-    ).to.have.length(2);
+      h.emitted.flatMap((e) =>
+        e.type === 'container.deviceDetached' || e.type === 'container.deviceAttached'
+          ? [[e.type, e.deviceId]]
+          : [],
+      ),
+    ).to.deep.equal([
+      ['container.deviceAttached', 'd1'],
+      ['container.deviceAttached', 'd2'],
+      ['container.deviceDetached', 'd1'],
+      ['container.deviceDetached', 'd2'],
+    ]);
   });
 
   it('defers events that arrive during an operation and runs them in order', async function () {
@@ -238,7 +301,11 @@ describe('containerMachine: rules', function () {
     await h.fail('detachFromContainer', 'EIO');
     expect(h.state()).to.equal('failed');
     expect(h.ctx().devices).to.deep.equal(['d1']);
-    expect(h.emitted.at(-1)).to.deep.include({ type: 'container.failed', phase: 'detach' });
+    const error = { op: 'detachFromContainer', message: 'EIO' };
+    expect(h.emitted.slice(-2)).to.deep.equal([
+      { type: 'container.deviceDetachFailed', containerId: 'c1', deviceId: 'd1', error },
+      { type: 'container.failed', containerId: 'c1', phase: 'detach', error },
+    ]);
     h.actor.send({ type: 'TEARDOWN' });
     expect(h.state()).to.equal('tearingDown');
   });

@@ -151,9 +151,13 @@ export function unreachedStates(
   return atomicStates(machine).filter((s) => !reached.has(s));
 }
 
+/** A rule every generated path must keep: the path's events and what the live actor emitted. */
+export type PathInvariant = (steps: readonly AnyEventObject[], emitted: readonly AnyEventObject[]) => void;
+
 /**
  * The generated-path suite every machine gets: one test per atomic state (its shortest path,
- * run live), a test that every state is reached, and a test running every generated path live.
+ * run live), a test that every state is reached, and a test running every generated path live
+ * (checking `invariant` on each, when given).
  */
 export function graphSuite(
   machine: AnyStateMachine,
@@ -161,6 +165,7 @@ export function graphSuite(
   input: unknown,
   events: readonly AnyEventObject[],
   project: (context: never) => unknown,
+  invariant?: PathInvariant,
 ): void {
   const paths = shortestPaths(machine, input, events, project);
   const states = atomicStates(machine);
@@ -179,6 +184,12 @@ export function graphSuite(
   }
 
   it(`follows all ${paths.length} generated paths on a live actor`, async function () {
-    for (const p of paths) await runPath(machine, actorNames, input, p, project);
+    for (const p of paths) {
+      const emitted = await runPath(machine, actorNames, input, p, project);
+      invariant?.(
+        p.steps.slice(1).map((s) => s.event),
+        emitted,
+      );
+    }
   });
 }

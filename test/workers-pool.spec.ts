@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { DmaTarget } from '../src/backends/dma.js';
 import { dmaUnmap } from '../src/backends/dma.js';
 import { IntervalMap } from '../src/common/interval-map.js';
+import { slotsInUse } from '../src/kernel/channel.js';
 import { planTransaction, type DmaRequest } from '../src/memory/planner.js';
 import type { DmaMapping } from '../src/memory/sections.js';
 import { MAP, MFD, O, PROT } from '../src/port/port.js';
@@ -179,6 +180,28 @@ describe('workers: DmaPool on the simulated kernel', function () {
     }
   }
 
+  it('keeps working through more crashed-and-replaced workers than the kernel channel has slots', async function () {
+    // Each replacement thread attaches to the simulated kernel: a slot a thread, 64 in all.
+    const t = iommufdTarget();
+    const base = 0x900_0000n;
+    for (let i = 0; i < 80; i++) {
+      const r = await pool.run(t, maps(10, base), { inline: false, crash: { after: 5, mode: 'exit' } });
+      expect(r.crash, `cycle ${i}`).to.not.equal(undefined);
+      expect(
+        r.results.map((x) => x.status),
+        `cycle ${i}`,
+      ).to.deep.equal([...Array(5).fill('done'), ...Array(5).fill('not-run')]);
+      for (let k = 0; k < 5; k++)
+        expect(probeTake(t, base + BigInt(k) * 2n * P), `cycle ${i}`).to.equal(true);
+    }
+    const again = await pool.run(t, maps(20, base), { inline: false });
+    expect(again.crash).to.equal(undefined);
+    expect(again.results.every((x) => x.status === 'done')).to.equal(true);
+    // Held now: this thread's port and the live workers' (a dead worker's slot is back by the
+    // time its batch settles).
+    expect(slotsInUse(sim.shared)).to.be.at.most(1 + pool.threads);
+  });
+
   it('an in-doubt unmap is settled by re-issuing it (inline, same code)', async function () {
     const t = legacyTarget();
     const base = 0x500_0000n;
@@ -230,6 +253,19 @@ describe('workers: DmaPool on the simulated kernel', function () {
     expect(r.results.every((x) => x.status === 'not-run')).to.equal(true);
     expect(probeTake(t, 0x600_0000n)).to.equal(false);
   });
+
+  for (const inline of [true, false]) {
+    it(`an fd closed under the batch (EBADF) ends it: nothing more is issued, in any lane (${inline ? 'inline' : 'worker'})`, async function () {
+      const t = iommufdTarget() as Extract<DmaTarget, { kind: 'iommufd' }>;
+      port.close(t.iommufd);
+      const r = await pool.run(t, [maps(3, 0xa00_0000n), maps(3, 0xb00_0000n)], { inline });
+      expect(r.crash).to.equal(undefined);
+      expect(r.results.map((x) => [x.status, x.errno])).to.deep.equal([
+        ['failed', ERRNO.EBADF],
+        ...Array(5).fill(['not-run', 0]),
+      ]);
+    });
+  }
 
   it('a failed op skips the rest of its lane, not other lanes', async function () {
     const t = iommufdTarget();

@@ -19,10 +19,10 @@ import { IntervalMap } from '../common/interval-map.js';
 import { addressSpaceMachine, containerMachine, deviceMachine } from '../machines/index.js';
 import type { ApplyBatchOutput, ContainerEmitted } from '../machines/container.js';
 import type { MachineError } from '../machines/errors.js';
-import { packLanes, planTransaction, sectionRequests } from '../memory/planner.js';
+import { packLanes, planTransaction, sectionRequests, type PlannedOp } from '../memory/planner.js';
 import type { DmaMapping, MemoryRegionSection, RegionBacking, RegionKind } from '../memory/sections.js';
 import { transactions, type ListenerEvent, type Transaction } from '../memory/transaction.js';
-import { errnoName } from '../uapi/errno.js';
+import { ERRNO, errnoName } from '../uapi/errno.js';
 import type { BatchOp, OpResult } from '../workers/batch.js';
 import { applyResults, type DmaPool } from '../workers/pool.js';
 import type { EngineEvent } from './events.js';
@@ -75,6 +75,8 @@ interface ContainerRec {
   readonly listeners: Set<(e: ContainerEmitted | { type: 'stopped' }) => void>;
   /** Copies reading this container's mappings: its batches wait for them. */
   readers: Promise<unknown>[];
+  /** Set when the container failed after initialization: settles once its devices are released. */
+  released: Promise<void> | null;
 }
 
 interface DeviceRec {
@@ -84,9 +86,8 @@ interface DeviceRec {
   readonly actor: Actor<typeof deviceMachine>;
   dev: VfioDevice | null;
   container: ContainerRec | null;
+  /** The last error of an operation on the device (the machines keep only its plain form). */
   error: unknown;
-  /** Settled by detachFromContainer (the machine emits no event for a detach). */
-  detached: { resolve: () => void; reject: (e: unknown) => void } | null;
 }
 
 /** One batch for a container: a committed transaction, or the replay of the current map. */
@@ -107,6 +108,9 @@ const sectionOf = (r: MemoryRegion): MemoryRegionSection => ({
 });
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/** The engine operation a planned op is, as errors name it. */
+const dmaOpName = (o: PlannedOp) => (o.op === 'map' ? 'dma_map' : 'dma_unmap');
 
 function errorOf(e: unknown, fallback: MachineError | null | undefined): Error {
   if (e instanceof Error) return e;
@@ -129,6 +133,8 @@ export class AddressSpace {
   private readonly txnWaiters = new Map<string, () => void>();
   private readonly batches = new Map<string, BatchWork>();
   private readonly warned = new Set<string>();
+  /** Releases of failed containers in progress (see release()). */
+  private readonly releasing = new Set<Promise<void>>();
   private pushed: ListenerEvent<MemoryRegionSection>[] | null = null;
   private seq = 0;
   private last: Promise<void> = Promise.resolve();
@@ -218,7 +224,10 @@ export class AddressSpace {
   regionDel(region: MemoryRegion): void {
     this.push('del', region);
   }
-  /** MemoryListener.commit; resolves when the transaction is applied to every container. */
+  /**
+   * MemoryListener.commit; resolves when the transaction is applied to every container (a
+   * container it failed has released its devices by then).
+   */
   commit(): Promise<void> {
     const ops = this.pushed;
     this.pushed = null;
@@ -237,9 +246,10 @@ export class AddressSpace {
     });
   }
 
-  /** Resolves when every transaction submitted so far is applied. */
-  flush(): Promise<void> {
-    return this.last;
+  /** Resolves when every transaction submitted so far is applied and every failed container released. */
+  async flush(): Promise<void> {
+    await this.last;
+    await Promise.all(this.releasing);
   }
 
   private push(type: 'add' | 'del', region: MemoryRegion): void {
@@ -331,6 +341,8 @@ export class AddressSpace {
         unmapped += s.value.unmapped;
       } else failures.push(s.reason);
     }
+    // A container this transaction failed releases its devices before the transaction settles.
+    await Promise.all(c.targets.map((t) => t.released));
     if (failures.length) throw failures[0];
     return { ms: performance.now() - c.t0, mapped, unmapped, containers: c.targets.length };
   }
@@ -342,12 +354,28 @@ export class AddressSpace {
     const p = this.awaitContainer<ApplyBatchOutput>(rec, (e, ok, fail) => {
       if (e.type === 'batch.applied' && e.batchId === batchId) ok(e.result);
       else if (e.type === 'batch.failed' && e.batchId === batchId) fail(errorOf(work.error, e.error));
-      else if (e.type === 'container.rejected' && e.batchId === batchId)
-        fail(new Error(`${rec.id}: APPLY rejected (${e.reason})`));
-      else if (e.type === 'stopped') ok({ applied: 0, mapped: 0, unmapped: 0 });
+      else if (e.type === 'container.rejected' && e.batchId === batchId) {
+        // Work still queued when the container failed (its fd lost, say) fails with its errno.
+        const first = work.txn.ops[0];
+        fail(
+          new VfioError({
+            op: first?.type === 'del' ? 'dma_unmap' : 'dma_map',
+            iova: first?.region.gpa,
+            size: first?.region.size,
+            errno: this.failureErrno(rec, e),
+            target: rec.backend.describe(),
+            detail: `not applied: ${rec.id} rejected it (${e.reason})`,
+          }),
+        );
+      } else if (e.type === 'stopped') ok({ applied: 0, mapped: 0, unmapped: 0 });
     });
     rec.actor.send({ type: 'APPLY', batchId, ops: work.txn.ops.length });
     return p.finally(() => this.batches.delete(batchId));
+  }
+
+  /** The errno a failed container failed with, when it is what rejected an event. */
+  private failureErrno(rec: ContainerRec, e: { state: string }): number | undefined {
+    return e.state === 'failed' ? rec.actor.getSnapshot().context.lastError?.errno : undefined;
   }
 
   private awaitContainer<T>(
@@ -398,11 +426,29 @@ export class AddressSpace {
     }
     let copied = 0;
     const t0 = performance.now();
-    const target = b.dataplaneTarget();
     const source = work.replay ? this.copySource(rec) : null;
     let ops = plan.ops;
     let results: OpResult[];
-    if (source) {
+    // Reliability row 23: no batch goes to an fd that is no longer the file the backend opened.
+    const lost = b.fdUsable() ? null : b.lost;
+    if (lost) {
+      const o = plan.ops[0];
+      errors.unshift(
+        o
+          ? new VfioError({
+              op: dmaOpName(o),
+              iova: o.iova,
+              size: o.size,
+              errno: lost.errno,
+              target: b.describe(),
+              detail: lost.detail,
+              cause: lost,
+            })
+          : lost,
+      );
+      ops = [];
+      results = [];
+    } else if (source) {
       // IOAS_COPY what the source maps identically; map the rest from host addresses.
       const same = (o: (typeof ops)[number]) => {
         if (o.op !== 'map') return false;
@@ -437,7 +483,7 @@ export class AddressSpace {
                   : o;
               }),
             );
-            const r = await this.env.pool.run(target, batch);
+            const r = await this.env.pool.run(b.dataplaneTarget(), batch);
             if (r.crash !== undefined) errors.push(r.crash);
             let k = 0;
             for (const l of lanes) for (const i of l) out[i] = r.results[k++]!;
@@ -454,7 +500,7 @@ export class AddressSpace {
       results = [...c, ...m];
       copied = copies.length;
     } else {
-      const r = await this.env.pool.runPlan(target, plan);
+      const r = await this.env.pool.runPlan(b.dataplaneTarget(), plan);
       results = r.results;
       errors.push(...r.crashes);
     }
@@ -469,7 +515,7 @@ export class AddressSpace {
         return;
       }
       if (r.status !== 'failed') return;
-      const what = `${o.op === 'map' ? 'map' : 'unmap'} ${formatRange(o.iova, o.size)}: ${errnoName(r.errno)}`;
+      const what = `${o.op} ${formatRange(o.iova, o.size)}: ${errnoName(r.errno)}`;
       if (o.op === 'map' && o.nonFatal) {
         // QEMU: a RAM device (p2p BAR) that cannot be mapped is a warning, once.
         const key = `${rec.id}:${o.iova}`;
@@ -485,15 +531,15 @@ export class AddressSpace {
         return;
       }
       errors.push(
-        new VfioError({
-          op: o.op === 'map' ? 'dma_map' : 'dma_unmap',
-          iova: o.iova,
-          size: o.size,
-          errno: r.errno,
-          target: b.describe(),
-        }),
+        new VfioError({ op: dmaOpName(o), iova: o.iova, size: o.size, errno: r.errno, target: b.describe() }),
       );
     });
+    // An op answered EBADF: the fd was closed behind the engine (the executor stopped there).
+    const badf = errors.findIndex((e) => e instanceof VfioError && e.errno === ERRNO.EBADF);
+    if (badf >= 0) {
+      b.markLost(errors[badf]);
+      errors.unshift(...errors.splice(badf, 1)); // the error the container fails with
+    }
     if (work.replay) {
       this.env.emit({
         type: 'container.replayed',
@@ -540,6 +586,7 @@ export class AddressSpace {
       firstError: undefined,
       listeners,
       readers: [],
+      released: null,
       actor: createActor(
         containerMachine.provide({
           actors: {
@@ -595,10 +642,12 @@ export class AddressSpace {
           phase: e.phase,
           error: e.error,
         });
-        if (e.phase === 'runtime') {
-          for (const d of this.devices.values())
-            if (d.container === rec)
-              d.actor.send({ type: 'CONTAINER_FAILED', containerId: rec.id, error: e.error });
+        // A failed setup or init fails the attach in progress, which cleans up (attachDevice).
+        if (e.phase !== 'setup' && e.phase !== 'init' && !rec.released) {
+          const p = this.release(rec, e.error);
+          rec.released = p;
+          this.releasing.add(p);
+          void p.finally(() => this.releasing.delete(p));
         }
         return;
       case 'batch.failed':
@@ -610,22 +659,52 @@ export class AddressSpace {
           error: e.error,
         });
         return;
+      // The device's own events report these ('device.attached', 'device.failed', ...).
       case 'batch.applied':
       case 'container.deviceAttached':
       case 'container.deviceDetached':
+      case 'container.deviceDetachFailed':
         return;
       default:
         this.env.emit({ type: 'machine', space: this.name, event: e as never });
     }
   }
 
+  /**
+   * A container that failed after initialization can no longer follow the memory map (it takes
+   * no more batches), so keeping its devices attached would leave them DMA access to memory the
+   * guest map has dropped since. Its devices fail ('device.failed' with the container's error),
+   * close and detach; the last one out tears the container down (unmap all, fds closed), and the
+   * kernel then holds nothing for it, as its table says. The device records stay, closed, until
+   * removeDevice().
+   */
+  private async release(rec: ContainerRec, error: MachineError): Promise<void> {
+    const devices = [...this.devices.values()].filter((d) => d.container === rec);
+    for (const d of devices) {
+      const s = d.actor.getSnapshot();
+      if (s.status === 'active' && !s.matches('failed') && !s.matches('closing'))
+        d.actor.send({ type: 'CONTAINER_FAILED', containerId: rec.id, error });
+      this.requestClose(d);
+    }
+    await Promise.allSettled(devices.map((d) => waitFor(d.actor, (s) => s.status === 'done')));
+    // A device whose detach failed is still listed: nothing more can be done for it.
+    if (rec.actor.getSnapshot().status === 'active') rec.actor.send({ type: 'TEARDOWN' });
+    await waitFor(rec.actor, (s) => s.status === 'done').catch((e: unknown) =>
+      this.env.emit({
+        type: 'warning',
+        space: this.name,
+        container: rec.id,
+        message: `release: ${String(e)}`,
+      }),
+    );
+  }
+
   private detachFromContainer(rec: ContainerRec, deviceId: string): void {
     const d = this.devices.get(deviceId);
     try {
       this.detachKernel(rec, d);
-      d?.detached?.resolve();
     } catch (e) {
-      d?.detached?.reject(e);
+      if (d) d.error = e;
       throw e;
     }
   }
@@ -633,8 +712,9 @@ export class AddressSpace {
   private detachKernel(rec: ContainerRec, d: DeviceRec | undefined): void {
     const dev = d?.dev;
     if (!dev || !dev.attached) return;
-    if (rec.backend.devices.length === 1 && rec.backend.devices[0] === dev) {
-      // The last device: unmap everything first, so the table and the kernel agree to the end.
+    // The last device: unmap everything first, so the table and the kernel agree to the end. With
+    // the fd lost nothing may go to it; the kernel drops the mappings as the device closes.
+    if (rec.backend.devices.length === 1 && rec.backend.devices[0] === dev && rec.backend.fdUsable()) {
       try {
         rec.backend.dmaUnmap(0n, 0n, { unmapAll: true });
         rec.table.clear();
@@ -679,7 +759,6 @@ export class AddressSpace {
       dev: null,
       container: null,
       error: undefined,
-      detached: null,
       actor: createActor(
         deviceMachine.provide({
           actors: {
@@ -784,6 +863,7 @@ export class AddressSpace {
             op: 'attach_device',
             device: dev.bdf,
             target: dev.container?.describe(),
+            errno: this.failureErrno(c, e),
             detail: e.reason,
           }),
         );
@@ -813,17 +893,17 @@ export class AddressSpace {
     if (!c || !dev) return;
     const snap = c.actor.getSnapshot();
     if (snap.status === 'active' && snap.context.devices.includes(rec.id)) {
-      const detached = new Promise<void>((resolve, reject) => (rec.detached = { resolve, reject }));
-      const refused = this.awaitContainer<void>(c, (e, ok, fail) => {
-        if (e.type === 'container.rejected' && e.deviceId === rec.id) fail(new Error(e.reason));
+      const done = this.awaitContainer<void>(c, (e, ok, fail) => {
+        if (e.type === 'container.deviceDetached' && e.deviceId === rec.id) ok();
+        else if (e.type === 'container.deviceDetachFailed' && e.deviceId === rec.id)
+          fail(errorOf(rec.error, e.error));
+        else if (e.type === 'container.rejected' && e.deviceId === rec.id) fail(new Error(e.reason));
         else if (e.type === 'stopped') ok();
       });
-      const done = Promise.race([detached, refused]);
       c.actor.send({ type: 'DETACH', deviceId: rec.id });
       try {
         await done;
       } finally {
-        rec.detached = null;
         // the machine's detach ran dev.close() (or the container went away)
         if (dev.attached) dev.close();
       }
@@ -851,17 +931,24 @@ export class AddressSpace {
 
   /**
    * Hot-unplugs a device, at any time (also while a transaction is in flight: the detach
-   * waits for the container's batch). Resolves when the device is closed.
+   * waits for the container's batch), or forgets one its failed container released. Resolves
+   * when the device is closed.
    */
   async removeDevice(id: string): Promise<void> {
     const rec = this.devices.get(id);
     if (!rec) throw new Error(`no device '${id}' in address space '${this.name}'`);
-    if (rec.actor.getSnapshot().status === 'active') rec.actor.send({ type: 'CLOSE' });
+    this.requestClose(rec);
     await waitFor(rec.actor, (s) => s.status === 'done');
     this.devices.delete(id);
     if (this.actor.getSnapshot().status === 'active')
       this.actor.send({ type: 'DEVICE_REMOVED', deviceId: id });
     this.env.emit({ type: 'device.removed', space: this.name, device: id });
+  }
+
+  /** Sends CLOSE unless the device is closing or closed already. */
+  private requestClose(rec: DeviceRec): void {
+    const s = rec.actor.getSnapshot();
+    if (s.status === 'active' && !s.matches('closing')) rec.actor.send({ type: 'CLOSE' });
   }
 
   // ---------------------------------------------------------------- queries and shutdown

@@ -1,7 +1,7 @@
 /**
- * Helpers the two backends share: the unwind stack of QEMU's attach error ladders,
- * scratch process memory for ioctls whose arguments point at user buffers, and the
- * PCI hot-reset query.
+ * Helpers the two backends share: the unwind stack of QEMU's attach error ladders, the
+ * watch on container fds closed behind the engine's back, scratch process memory for ioctls
+ * whose arguments point at user buffers, and the PCI hot-reset query.
  */
 import { MAP, PROT, type SyscallPort } from '../port/port.js';
 import { SyscallError } from '../port/errors.js';
@@ -11,6 +11,7 @@ import {
   vfio_pci_dependent_device,
   vfio_pci_hot_reset_info,
 } from '../uapi/index.js';
+import { VfioError } from './errors.js';
 
 /** The host page size the engine assumes (x86-64, aarch64 4K kernels). */
 export const HOST_PAGE = 4096n;
@@ -43,6 +44,72 @@ export class Unwind {
   /** Forgets the undo steps: the acquisition succeeded. */
   commit(): void {
     this.steps.length = 0;
+  }
+}
+
+/**
+ * A container fd (/dev/vfio/vfio, /dev/iommu) the engine opened, watched for being closed
+ * behind its back (reliability table, row 23). Its ioctls then fail EBADF, and once another
+ * open takes the number they reach another file, so the fd's /proc/self/fd link is read when
+ * it is opened and compared again before each batch and before the engine's own last ioctls
+ * and close. A missing or different link, or an ioctl answering EBADF, makes the fd lost: from
+ * then on nothing goes to that number, close() included.
+ *
+ * The engine never closes a number while a batch can still use it (the container machine runs
+ * batches and teardown one at a time), so no generation counter is kept. Limits: a number taken
+ * by another open of the same node (a second /dev/iommu) reads the same link and goes unseen
+ * (the kernel's own object ids then usually answer ENOENT); on a port that cannot read
+ * /proc/self/fd only the EBADF answers reveal a lost fd.
+ */
+export class OwnedFd {
+  /** Why the fd is lost (errno EBADF), or null while it is still the file opened. */
+  lost: VfioError | null = null;
+  private readonly link: string | null;
+
+  constructor(
+    private readonly port: SyscallPort,
+    /** The fd number. */
+    readonly fd: number,
+    /** Where errors say it was ("legacy container fd 7"). */
+    private readonly what: string,
+  ) {
+    this.link = fdLink(port, fd);
+  }
+
+  /** The fd, for an ioctl; throws the lost error once lost. */
+  get value(): number {
+    if (this.lost) throw this.lost;
+    return this.fd;
+  }
+
+  /** Whether the fd still refers to the file opened; marks it lost when it does not. */
+  check(): boolean {
+    if (this.lost) return false;
+    if (this.link === null) return true;
+    const now = fdLink(this.port, this.fd);
+    if (now === this.link) return true;
+    this.markLost(undefined, now === null ? undefined : `fd ${this.fd} now refers to ${now}`);
+    return false;
+  }
+
+  /** Marks the fd lost (an ioctl on it answered EBADF); returns why. */
+  markLost(cause?: unknown, detail = `fd ${this.fd} was closed behind the engine`): VfioError {
+    this.lost ??= new VfioError({ op: 'container_fd', target: this.what, errno: ERRNO.EBADF, detail, cause });
+    return this.lost;
+  }
+
+  /** close(2), unless the number is no longer this file's (then it is someone else's to close). */
+  close(): void {
+    if (this.check()) this.port.close(this.fd);
+  }
+}
+
+// The target of /proc/self/fd/<fd>, or null when it cannot be read (closed, or no /proc).
+function fdLink(port: SyscallPort, fd: number): string | null {
+  try {
+    return port.readlink(`/proc/self/fd/${fd}`);
+  } catch {
+    return null;
   }
 }
 

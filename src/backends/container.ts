@@ -6,6 +6,7 @@
  */
 import type { DmaTarget } from './dma.js';
 import type { VfioDevice } from './device.js';
+import type { VfioError } from './errors.js';
 
 /** An inclusive IOVA range [start, last] the container can map. */
 export interface IovaRange {
@@ -44,6 +45,16 @@ export interface ContainerBackend {
   readonly destroyed: boolean;
   /** "iommufd IOAS 2" / "legacy container fd 7": where errors say they happened. */
   describe(): string;
+  /**
+   * Why the container's fd (legacy: the container; iommufd: its object's /dev/iommu) is lost:
+   * closed behind the engine (EBADF), so nothing is sent to that number any more and the kernel
+   * drops the mappings when the devices, which still hold the file, are closed. Null while fine.
+   */
+  readonly lost: VfioError | null;
+  /** Whether the fd is still the file the backend opened (and not lost); marks it lost when not. */
+  fdUsable(): boolean;
+  /** Marks the fd lost: an ioctl on it answered EBADF. */
+  markLost(cause: unknown): void;
 
   // --- basic feature
   /** Attaches an opened device (legacy: its group joins; iommufd: HWPT attach). Throws VfioError. */

@@ -38,7 +38,7 @@ import {
   vfio_device_detach_iommufd_pt,
   vfio_pci_hot_reset,
 } from '../uapi/index.js';
-import { bitmapBytes, HOST_PAGE, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
+import { bitmapBytes, HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
 import type { ContainerBackend, ContainerInfo, DataplaneTarget, IovaRange } from './container.js';
 import type { VfioDevice } from './device.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll, ioasCopy, type DmaTarget } from './dma.js';
@@ -50,14 +50,16 @@ let nextBackendId = 0;
 /**
  * The shared /dev/iommu (QEMU's `-object iommufd`): opened on the first user, closed
  * when the last leaves, unless it was given an already-open fd (fd passing), which stays
- * the caller's.
+ * the caller's. Closing the fd behind the object's back loses every IOAS in it (see
+ * OwnedFd): users fail, new ones are refused, and an fd the object opened is opened afresh
+ * once the last user has left.
  */
 export class IommufdBackend {
   /** Name for messages and events (QEMU's object id). */
   readonly id: string;
   /** Devices and containers using the object. */
   users = 0;
-  private fdValue: number;
+  private file: OwnedFd | null;
   private readonly owned: boolean;
 
   constructor(
@@ -65,43 +67,64 @@ export class IommufdBackend {
     opts: { id?: string; fd?: number } = {},
   ) {
     this.id = opts.id ?? `iommufd-${nextBackendId++}`;
-    this.fdValue = opts.fd ?? -1;
+    this.file = opts.fd === undefined ? null : new OwnedFd(port, opts.fd, this.describe());
     this.owned = opts.fd === undefined;
   }
 
   /** Whether an fd is open (or was passed in). */
   get hasFd(): boolean {
-    return this.fdValue >= 0;
+    return this.file !== null;
   }
 
-  /** The /dev/iommu fd. Throws when not connected. */
+  /** The /dev/iommu fd. Throws when not connected, or lost. */
   get fd(): number {
-    if (this.fdValue < 0) {
-      throw new VfioError({ op: 'iommufd', target: `iommufd object ${this.id}`, detail: 'not connected' });
-    }
-    return this.fdValue;
+    if (!this.file) throw new VfioError({ op: 'iommufd', target: this.describe(), detail: 'not connected' });
+    return this.file.value;
+  }
+
+  /** Why the fd is lost (closed behind the object's back), or null. */
+  get lost(): VfioError | null {
+    return this.file?.lost ?? null;
+  }
+
+  /** Marks the fd lost: an ioctl on it answered EBADF. */
+  markLost(cause: unknown): void {
+    this.file?.markLost(cause);
+  }
+
+  /**
+   * Whether the fd is still the /dev/iommu the object opened; marks it lost when not. A lost
+   * fd takes no cleanup ioctl either (IOMMU_DESTROY, unmap all): the kernel destroys every
+   * object with the file, once the devices bound to it close.
+   */
+  fdUsable(): boolean {
+    return this.file?.check() ?? false;
   }
 
   /** iommufd_backend_connect(): one more user; opens /dev/iommu for the first. */
   connect(): void {
-    if (this.fdValue < 0) {
+    if (!this.file) {
       try {
-        this.fdValue = this.port.open('/dev/iommu', O.RDWR | O.CLOEXEC);
+        this.file = new OwnedFd(this.port, this.port.open('/dev/iommu', O.RDWR | O.CLOEXEC), this.describe());
       } catch (e) {
-        throw VfioError.wrap(e, { op: 'iommufd_backend_connect', target: `iommufd object ${this.id}` });
+        throw VfioError.wrap(e, { op: 'iommufd_backend_connect', target: this.describe() });
       }
-    }
+    } else if (this.file.lost) throw this.file.lost;
     this.users++;
   }
 
   /** iommufd_backend_disconnect(): one user less; the last closes an fd the object opened. */
   disconnect(): void {
     if (this.users === 0) return;
-    if (--this.users === 0 && this.owned && this.fdValue >= 0) {
-      const fd = this.fdValue;
-      this.fdValue = -1;
-      this.port.close(fd);
+    if (--this.users === 0 && this.owned && this.file) {
+      const file = this.file;
+      this.file = null;
+      file.close();
     }
+  }
+
+  private describe(): string {
+    return `iommufd object ${this.id}`;
   }
 
   /** IOMMU_IOAS_ALLOC; returns the IOAS id. */
@@ -284,6 +307,19 @@ export class IommufdContainer implements ContainerBackend {
     return `iommufd IOAS ${this.ioasId}`;
   }
 
+  /** The object's fd is the container's: losing it loses every IOAS in it. */
+  get lost(): VfioError | null {
+    return this.backend.lost;
+  }
+
+  fdUsable(): boolean {
+    return this.backend.fdUsable();
+  }
+
+  markLost(cause: unknown): void {
+    this.backend.markLost(cause);
+  }
+
   /**
    * iommufd_cdev_attach_container() with auto domains: an existing HWPT first (EINVAL =
    * incompatible, try the next), else IOMMU_HWPT_ALLOC (DIRTY_TRACKING when the IOMMU can)
@@ -384,7 +420,7 @@ export class IommufdContainer implements ContainerBackend {
       h.devices.splice(h.devices.indexOf(dev), 1);
       if (!h.devices.length) {
         this.hwpts.splice(this.hwpts.indexOf(h), 1);
-        if (!h.kernelManaged) attempt(() => this.backend.destroyObject(h.id));
+        if (!h.kernelManaged && this.fdUsable()) attempt(() => this.backend.destroyObject(h.id));
       }
     }
     dev.hwptId = undefined;
@@ -549,8 +585,10 @@ export class IommufdContainer implements ContainerBackend {
     this.dirtyPagesStarted = false;
     this.host.forgetContainer(this);
     try {
-      dmaUnmapAll(this.host.port, this.dataplaneTarget());
-      this.backend.destroyObject(this.ioasId);
+      if (this.fdUsable()) {
+        dmaUnmapAll(this.host.port, this.dataplaneTarget());
+        this.backend.destroyObject(this.ioasId);
+      }
     } finally {
       this.backend.disconnect();
     }

@@ -33,7 +33,7 @@ import {
   vfio_iova_range,
   vfio_pci_hot_reset,
 } from '../uapi/index.js';
-import { bitmapBytes, HOST_PAGE, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
+import { bitmapBytes, HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
 import type { ContainerBackend, ContainerInfo, DataplaneTarget } from './container.js';
 import type { VfioDevice } from './device.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll, type DmaTarget } from './dma.js';
@@ -142,7 +142,8 @@ function vfioGroupPut(host: VfioHost, group: VfioGroup): void {
  */
 function vfioContainerConnect(host: VfioHost, group: VfioGroup): void {
   for (const c of host.containersOf(group.space)) {
-    if (!(c instanceof LegacyContainer)) continue;
+    // A container whose fd is lost must not hand its number to SET_CONTAINER.
+    if (!(c instanceof LegacyContainer) || !c.fdUsable()) continue;
     try {
       host.port.ioctl(group.fd, VFIO_GROUP_SET_CONTAINER, c.fd);
     } catch {
@@ -176,17 +177,38 @@ export class LegacyContainer implements ContainerBackend {
   maxDirtyBitmapSize = 0n;
   dirtyPagesStarted = false;
   destroyed = false;
-  private readonly target: DmaTarget;
+  private readonly file: OwnedFd;
 
   private constructor(
     private readonly host: VfioHost,
-    /** The /dev/vfio/vfio fd. */
-    readonly fd: number,
+    fd: number,
     readonly space: string,
     iommuType: number,
   ) {
     this.iommuType = iommuType;
-    this.target = { kind: 'legacy', containerFd: fd };
+    this.file = new OwnedFd(host.port, fd, `legacy container fd ${fd}`);
+  }
+
+  /** The /dev/vfio/vfio fd. */
+  get fd(): number {
+    return this.file.fd;
+  }
+
+  get lost(): VfioError | null {
+    return this.file.lost;
+  }
+
+  markLost(cause: unknown): void {
+    this.file.markLost(cause);
+  }
+
+  fdUsable(): boolean {
+    return this.file.check();
+  }
+
+  // The DMA target, or the lost error: a lost fd's number may be another file's by now.
+  private liveTarget(): DmaTarget {
+    return { kind: 'legacy', containerFd: this.file.value };
   }
 
   /**
@@ -353,7 +375,7 @@ export class LegacyContainer implements ContainerBackend {
 
   dmaMap(iova: bigint, size: bigint, vaddr: bigint, readonly: boolean): void {
     try {
-      dmaMap(this.host.port, this.target, iova, size, vaddr, readonly);
+      dmaMap(this.host.port, this.liveTarget(), iova, size, vaddr, readonly);
     } catch (e) {
       throw VfioError.wrap(e, { op: 'dma_map', iova, size, target: this.describe() });
     }
@@ -362,11 +384,12 @@ export class LegacyContainer implements ContainerBackend {
   dmaUnmap(iova: bigint, size: bigint, opts: { unmapAll?: boolean } = {}): bigint {
     const port = this.host.port;
     try {
-      if (!opts.unmapAll) return dmaUnmap(port, this.target, iova, size);
-      if (this.unmapAllSupported) return dmaUnmapAll(port, this.target);
+      const t = this.liveTarget();
+      if (!opts.unmapAll) return dmaUnmap(port, t, iova, size);
+      if (this.unmapAllSupported) return dmaUnmapAll(port, t);
       // The ioctl cannot take a full 64-bit span: two halves, as QEMU does.
       const half = 1n << 63n;
-      return dmaUnmap(port, this.target, 0n, half) + dmaUnmap(port, this.target, half, half);
+      return dmaUnmap(port, t, 0n, half) + dmaUnmap(port, t, half, half);
     } catch (e) {
       throw VfioError.wrap(
         e,
@@ -378,7 +401,7 @@ export class LegacyContainer implements ContainerBackend {
   }
 
   dataplaneTarget(): DataplaneTarget {
-    return this.target;
+    return this.liveTarget();
   }
 
   setDirtyPageTracking(start: boolean): void {
@@ -386,7 +409,7 @@ export class LegacyContainer implements ContainerBackend {
     const d = vfio_iommu_type1_dirty_bitmap.view().reset();
     d.flags = start ? VFIO_IOMMU_DIRTY_PAGES_FLAG.START : VFIO_IOMMU_DIRTY_PAGES_FLAG.STOP;
     try {
-      this.host.port.ioctl(this.fd, VFIO_IOMMU_DIRTY_PAGES, d.bytes);
+      this.host.port.ioctl(this.file.value, VFIO_IOMMU_DIRTY_PAGES, d.bytes);
     } catch (e) {
       throw VfioError.wrap(e, { op: 'set_dirty_page_tracking', target: this.describe() });
     }
@@ -409,7 +432,7 @@ export class LegacyContainer implements ContainerBackend {
         get.bitmap_pgsize = pageSize;
         get.bitmap_size = BigInt(bytes);
         get.bitmap_data = va;
-        this.host.port.ioctl(this.fd, VFIO_IOMMU_DIRTY_PAGES, buf);
+        this.host.port.ioctl(this.file.value, VFIO_IOMMU_DIRTY_PAGES, buf);
         return mem.slice(0, bytes);
       });
     } catch (e) {
@@ -477,7 +500,7 @@ export class LegacyContainer implements ContainerBackend {
     this.dirtyPagesStarted = false;
     this.host.forgetContainer(this);
     try {
-      this.host.port.close(this.fd);
+      this.file.close();
     } catch (e) {
       if (!(e instanceof SyscallError)) throw e;
     }

@@ -4,7 +4,12 @@
  * rings the doorbell and blocks in Atomics.wait until the kernel thread marks the slot
  * done. Any thread (main or worker) can call synchronously, and the kernel thread runs
  * one call at a time, as the real kernel does per ioctl on the objects it locks.
+ *
+ * A slot is owned by its thread (the owner word holds threadId + 1) until that thread is
+ * gone and whoever started it calls releaseThreadSlots(): slots are few, and a pool that
+ * replaces crashed workers would otherwise run out of them.
  */
+import { threadId } from 'node:worker_threads';
 import type { SimKernel, SysCall, SysResult } from './kernel.js';
 
 /** What a thread needs to reach the kernel thread (structured-clone safe: pass in workerData). */
@@ -13,7 +18,8 @@ export interface ChannelShared {
 }
 
 const SLOTS = 64;
-const CTRL_BYTES = 512; // doorbell, shutdown, slot owners
+const CTRL_BYTES = 512; // doorbell, shutdown, ready, slot owners
+const C_OWNERS = 4; // ctrl index of slot 0's owner word
 const HDR = 128; // per slot: Int32 header [0, 64), BigInt64 fields [64, 128)
 const DATA = 64 * 1024;
 const SLOT_BYTES = HDR + DATA;
@@ -90,13 +96,19 @@ export class ChannelClient {
     this.ctrl = new Int32Array(shared.sab, 0, CTRL_BYTES / 4);
     let index = -1;
     for (let i = 0; i < SLOTS; i++) {
-      if (Atomics.compareExchange(this.ctrl, 4 + i, 0, 1) === 0) {
+      if (Atomics.compareExchange(this.ctrl, C_OWNERS + i, 0, threadId + 1) === 0) {
         index = i;
         break;
       }
     }
     if (index < 0) throw new Error(`sim kernel channel: all ${SLOTS} slots are taken (one per thread)`);
     this.slot = new Slot(shared.sab, index);
+    // A released slot's last owner may have died mid-call: its request is still served (and
+    // the answer written into the slot) before the slot is ours to write.
+    const state = this.slot.i32;
+    while (Atomics.load(state, S_STATE) === REQ && Atomics.load(this.ctrl, 1) !== 1)
+      Atomics.wait(state, S_STATE, REQ, STOP_POLL_MS);
+    Atomics.store(state, S_STATE, IDLE);
   }
 
   /** Makes a system call on the kernel thread and waits for its answer. */
@@ -242,6 +254,23 @@ export function waitReady(shared: ChannelShared, timeoutMs: number): boolean {
     Atomics.wait(ctrl, 2, 0, left);
   }
   return true;
+}
+
+/**
+ * Frees the slots a thread held. Call it once the thread has exited (a Worker's 'exit'
+ * event), never while it may still call: its slot goes to the next thread that attaches.
+ */
+export function releaseThreadSlots(shared: ChannelShared, thread: number): void {
+  const ctrl = new Int32Array(shared.sab, 0, CTRL_BYTES / 4);
+  for (let i = 0; i < SLOTS; i++) Atomics.compareExchange(ctrl, C_OWNERS + i, thread + 1, 0);
+}
+
+/** Slots held by threads (diagnostics and leak checks). */
+export function slotsInUse(shared: ChannelShared): number {
+  const ctrl = new Int32Array(shared.sab, 0, CTRL_BYTES / 4);
+  let n = 0;
+  for (let i = 0; i < SLOTS; i++) if (Atomics.load(ctrl, C_OWNERS + i) !== 0) n++;
+  return n;
 }
 
 /** Asks the kernel thread to stop serving. */

@@ -20,9 +20,18 @@
  *   A first attach that fails leaves no device: failed, then torn down (QEMU frees it).
  * - After initialization a failed applyBatch is a runtime failure (QEMU hw_error): failed,
  *   'container.failed' phase 'runtime'. The machine's mapping count is then unreliable; the
- *   actor layer reconciles its table from the per-op journal and tells the devices
- *   (CONTAINER_FAILED), which close and detach. The last detach tears the container down.
- * - A failed detach also means the kernel and our view may differ: failed.
+ *   actor layer reconciles its table from the per-op journal and releases the container: it
+ *   tells the devices (CONTAINER_FAILED), which close and detach. The last detach tears the
+ *   container down.
+ * - A failed applyBatch whose error is EBADF after initialization means the container's fd was
+ *   closed behind the engine (reliability row 23): failed, phase 'lost', released in the same
+ *   way. Before initialization it fails the attach like any other error.
+ * - A failed detach also means the kernel and our view may differ: failed, phase 'detach'
+ *   (released in the same way).
+ *
+ * Each attach and detach ends in one event naming the device: 'container.deviceAttached' or
+ * 'container.deviceAttachFailed', 'container.deviceDetached' or 'container.deviceDetachFailed'
+ * (then 'container.failed', phase 'detach'). The actor layer waits on them.
  *
  * No event is dropped silently. ATTACH, DETACH, APPLY and TEARDOWN arriving while an operation is
  * in flight (settingUp, attaching, detaching, applying) are deferred: kept in `queue` and raised
@@ -83,8 +92,8 @@ export interface ContainerContext {
   readonly failed: boolean;
 }
 
-/** Why a container failed: setup, the init-time replay or attach, a runtime batch, a detach. */
-export type ContainerFailurePhase = 'setup' | 'init' | 'runtime' | 'detach';
+/** Why a container failed: setup, the init-time replay or attach, a runtime batch, its fd lost, a detach. */
+export type ContainerFailurePhase = 'setup' | 'init' | 'runtime' | 'lost' | 'detach';
 
 /** Events the container machine emits for the engine. */
 export type ContainerEmitted =
@@ -93,6 +102,7 @@ export type ContainerEmitted =
   | { type: 'container.deviceAttached'; containerId: string; deviceId: string }
   | { type: 'container.deviceAttachFailed'; containerId: string; deviceId: string; error: MachineError }
   | { type: 'container.deviceDetached'; containerId: string; deviceId: string }
+  | { type: 'container.deviceDetachFailed'; containerId: string; deviceId: string; error: MachineError }
   | { type: 'batch.applied'; containerId: string; batchId: string; result: ApplyBatchOutput }
   | { type: 'batch.failed'; containerId: string; batchId: string; error: MachineError }
   | ({ type: 'container.rejected'; containerId: string; deviceId?: string; batchId?: string } & Rejection);
@@ -148,6 +158,12 @@ const deferWhileBusy = {
   TEARDOWN: { actions: 'defer' },
 } as const;
 
+// An error kept as lastError, and as `error` if it is the first before initialization.
+const withError = (context: ContainerContext, error: MachineError) => ({
+  lastError: error,
+  error: !context.initialized && context.error === null ? error : context.error,
+});
+
 const rejectTearingDown = { actions: { type: 'reject', params: { reason: 'tearing down' } } } as const;
 
 /** The container machine (id 'container'). Supply the five actors with `.provide()`. */
@@ -181,6 +197,8 @@ export const containerMachine = setup({
     /** An APPLY is settling with a device attached while not yet initialized: the init point. */
     initPoint: ({ context }) => !context.initialized && context.devices.length > 0,
     hasError: ({ context }) => context.error !== null,
+    /** An effect failed with EBADF: the container's fd was closed behind the engine. */
+    fdLost: ({ event }) => toMachineError('', (event as { error?: unknown }).error).code === 'EBADF',
   },
   actions: {
     defer: assign({ queue: ({ context, event }) => [...context.queue, event] }),
@@ -201,10 +219,7 @@ export const containerMachine = setup({
       ...('batchId' in event ? { batchId: event.batchId } : {}),
     })),
     /** Keep the error as lastError, and as `error` if it is the first before initialization. */
-    recordError: assign(({ context }, params: { error: MachineError }) => ({
-      lastError: params.error,
-      error: !context.initialized && context.error === null ? params.error : context.error,
-    })),
+    recordError: assign(({ context }, params: { error: MachineError }) => withError(context, params.error)),
     emitFailed: emit(({ context }, params: { phase: ContainerFailurePhase }) => ({
       type: 'container.failed' as const,
       containerId: context.id,
@@ -217,8 +232,14 @@ export const containerMachine = setup({
     })),
     markFailed: assign({ failed: true }),
     clearPending: assign({ pendingDevice: null, pendingBatch: null }),
-    removeDevice: assign({
-      devices: ({ context }) => context.devices.filter((d) => d !== context.pendingDevice),
+    /** The pending detach is done: the device leaves the list, and the engine is told. */
+    removeDevice: enqueueActions(({ context, enqueue }) => {
+      enqueue.assign({ devices: context.devices.filter((d) => d !== context.pendingDevice) });
+      enqueue.emit({
+        type: 'container.deviceDetached',
+        containerId: context.id,
+        deviceId: context.pendingDevice!,
+      });
     }),
     countBatch: enqueueActions(({ context, event, enqueue }) => {
       const result = (event as unknown as { output: ApplyBatchOutput }).output;
@@ -237,12 +258,17 @@ export const containerMachine = setup({
       enqueue.assign({ initialized: true });
       enqueue.emit({ type: 'container.initialized', containerId: context.id });
     }),
-    emitBatchFailed: emit(({ context }) => ({
-      type: 'batch.failed' as const,
-      containerId: context.id,
-      batchId: context.pendingBatch!.batchId,
-      error: context.lastError!,
-    })),
+    /** applyBatch failed: its error recorded (as recordError does), and 'batch.failed'. */
+    batchFailed: enqueueActions(({ context, event, enqueue }) => {
+      const error = toMachineError('applyBatch', (event as { error?: unknown }).error);
+      enqueue.assign(withError(context, error));
+      enqueue.emit({
+        type: 'batch.failed',
+        containerId: context.id,
+        batchId: context.pendingBatch!.batchId,
+        error,
+      });
+    }),
     emitAttachFailed: emit(({ context }) => ({
       type: 'container.deviceAttachFailed' as const,
       containerId: context.id,
@@ -375,6 +401,7 @@ export const containerMachine = setup({
           { guard: 'isFailed', target: 'failed', actions: 'removeDevice' },
           { target: 'ready', actions: 'removeDevice' },
         ],
+        // The device stays listed: the kernel may still have it attached.
         onError: {
           target: 'failed',
           actions: [
@@ -382,6 +409,12 @@ export const containerMachine = setup({
               type: 'recordError',
               params: ({ event }) => ({ error: toMachineError('detachFromContainer', event.error) }),
             },
+            emit(({ context }) => ({
+              type: 'container.deviceDetachFailed' as const,
+              containerId: context.id,
+              deviceId: context.pendingDevice!,
+              error: context.lastError!,
+            })),
             { type: 'emitFailed', params: { phase: 'detach' } },
           ],
         },
@@ -410,39 +443,21 @@ export const containerMachine = setup({
         ],
         onError: [
           {
+            guard: and(['initialized', 'fdLost']),
+            target: 'failed',
+            actions: ['batchFailed', { type: 'emitFailed', params: { phase: 'lost' } }],
+          },
+          {
             guard: 'initialized',
             target: 'failed',
-            actions: [
-              {
-                type: 'recordError',
-                params: ({ event }) => ({ error: toMachineError('applyBatch', event.error) }),
-              },
-              'emitBatchFailed',
-              { type: 'emitFailed', params: { phase: 'runtime' } },
-            ],
+            actions: ['batchFailed', { type: 'emitFailed', params: { phase: 'runtime' } }],
           },
           {
             guard: 'initPoint',
             target: 'failed',
-            actions: [
-              {
-                type: 'recordError',
-                params: ({ event }) => ({ error: toMachineError('applyBatch', event.error) }),
-              },
-              'emitBatchFailed',
-              { type: 'emitFailed', params: { phase: 'init' } },
-            ],
+            actions: ['batchFailed', { type: 'emitFailed', params: { phase: 'init' } }],
           },
-          {
-            target: 'ready',
-            actions: [
-              {
-                type: 'recordError',
-                params: ({ event }) => ({ error: toMachineError('applyBatch', event.error) }),
-              },
-              'emitBatchFailed',
-            ],
-          },
+          { target: 'ready', actions: 'batchFailed' },
         ],
       },
       on: deferWhileBusy,

@@ -175,7 +175,8 @@ function crash(hook: CrashHook, i: number): never {
 /**
  * Runs a batch in order on `target`, journaling each op. Expected kernel failures are
  * journaled, never thrown: a failed op skips the rest of its lane unless it is
- * non-fatal. Anything thrown out of here is a crash, handled by reconciliation.
+ * non-fatal, and EBADF (the target's fd closed) ends the batch. Anything thrown out of
+ * here is a crash, handled by reconciliation.
  */
 export function executeBatch(
   port: SyscallPort,
@@ -228,6 +229,8 @@ export function executeBatch(
     if (hook && hook.after === i && hook.inFlight) crash(hook, i);
     if (errno) {
       journal.record(i, JOURNAL_STATUS.FAILED, errno);
+      // The fd is gone, and its number may soon be another file's: issue nothing more (not-run).
+      if (errno === ERRNO.EBADF) break;
       if ((flags & BATCH_FLAG.NON_FATAL) === 0n) poisonedLane = lane;
     } else journal.record(i, JOURNAL_STATUS.DONE, 0, bytes);
   }
@@ -242,7 +245,7 @@ export type OpStatus =
   | 'failed'
   /** Not issued: an earlier op of its lane failed. */
   | 'skipped'
-  /** Not issued (cancelled, or the worker died first), or issued and undone by the probe: no effect. */
+  /** Not issued (cancelled, the fd gone, or the worker died first), or issued and undone by the probe: no effect. */
   | 'not-run';
 
 /** One op's result. */

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { DmaTarget } from '../backends/dma.js';
 import type { IntervalMap } from '../common/interval-map.js';
-import type { ChannelShared } from '../kernel/channel.js';
+import { releaseThreadSlots, type ChannelShared } from '../kernel/channel.js';
 import type { SyscallPort } from '../port/port.js';
 import { applyOp, packLanes, type Plan, type PlannedOp } from '../memory/planner.js';
 import type { DmaMapping } from '../memory/sections.js';
@@ -89,6 +89,24 @@ export class DmaPool {
     // Without a listener a worker load failure would crash the process.
     this.pool.on('error', opts.onError ?? ((e: unknown) => this.errors.push(e)));
     this.pool.on('workerDestroy', () => this.destroyed++);
+    if (opts.sim) this.releaseSlotsOnExit(opts.sim);
+  }
+
+  // Each worker holds a slot of the simulated kernel's channel; a crashed worker's replacement
+  // takes a new one, so a thread's slot is freed once it has exited (crash, close or terminate).
+  // Its threadId is read while it runs: it reads -1 once the thread is gone.
+  private releaseSlotsOnExit(sim: ChannelShared): void {
+    const seen = new WeakSet<object>();
+    const track = () => {
+      for (const w of this.pool.threads) {
+        if (seen.has(w)) continue;
+        seen.add(w);
+        const id = w.threadId;
+        w.once('exit', () => releaseThreadSlots(sim, id));
+      }
+    };
+    track(); // the first workers exist already; replacements are announced when ready
+    this.pool.on('workerCreate', track);
   }
 
   /** Runs one batch (ops, or lanes of ops, or an encoded batch) on `target`; never rejects for kernel errors. */
