@@ -18,7 +18,8 @@ await space.addDevice({ host: '0000:00:03.0', iommufd: 'auto' });
 await space.addDevice({ host: '0000:00:06.0', iommufd: 'auto' }); // no cdev: legacy
 space.begin();
 space.regionAdd({ gpa: 0n, size, backing: { fd, offset: 0n, vaddr }, kind: 'ram' });
-await space.commit();
+const result = await space.commit(); // { txn, ok, mapped, unmapped, containers, ms, error? }
+if (!result.ok) console.log(`${result.txn} failed: ${result.error.message}`);
 for (const [id, table] of Object.entries(space.mappings()))
   console.log(`${id}: ${table.map((m) => `0x${m.iova.toString(16)}+0x${m.size.toString(16)}`).join(', ')}`);
 port.munmap(vaddr, size); // the pinned pages stay until the IOMMU lets them go

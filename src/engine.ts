@@ -12,6 +12,7 @@ import { SimPort, type SimKernelHandle } from './port/sim.js';
 import { DmaPool } from './workers/pool.js';
 import { AddressSpace } from './actors/address-space.js';
 import type { EngineEvent } from './actors/events.js';
+import { fanOutInspector, type ActorInspector } from './actors/inspect.js';
 
 /** createEngine's options. */
 export interface EngineOptions {
@@ -23,6 +24,12 @@ export interface EngineOptions {
   readonly workers?: number;
   /** Called with every engine event (as events$, without subscribing). */
   readonly inspect?: (e: EngineEvent) => void;
+  /**
+   * xstate's inspection API for every actor the engine creates (address spaces, containers,
+   * devices): an Observer or function of InspectionEvent, e.g. Stately's @statelyai/inspect
+   * `inspector.inspect`, or traceInspector() for one line per state change.
+   */
+  readonly inspector?: ActorInspector | readonly ActorInspector[];
 }
 
 /** A running engine. */
@@ -77,6 +84,7 @@ export async function createEngine(opts: EngineOptions = {}): Promise<Engine> {
       events.next(e);
     }
   };
+  const inspect = fanOutInspector(opts.inspector === undefined ? [] : [opts.inspector].flat());
   let down: Promise<void> | null = null;
   return {
     port,
@@ -86,7 +94,7 @@ export async function createEngine(opts: EngineOptions = {}): Promise<Engine> {
       if (down) throw new Error('engine is shut down');
       const n = name ?? nextId('as');
       if (spaces.has(n)) throw new Error(`address space '${n}' exists`);
-      const s = new AddressSpace(n, { host, pool, emit, nextId });
+      const s = new AddressSpace(n, { host, pool, emit, nextId, inspect });
       spaces.set(n, s);
       return s;
     },
@@ -122,5 +130,6 @@ export async function createEngine(opts: EngineOptions = {}): Promise<Engine> {
 }
 
 export { AddressSpace } from './actors/address-space.js';
-export type { AddDeviceOptions, DeviceInfo, MemoryRegion } from './actors/address-space.js';
+export type { AddDeviceOptions, CommitResult, DeviceInfo, MemoryRegion } from './actors/address-space.js';
+export { traceInspector, type ActorInspector } from './actors/inspect.js';
 export type { EngineEvent } from './actors/events.js';

@@ -1,7 +1,8 @@
 /**
  * vfio-engine: keeps the IOMMU DMA mappings of VFIO-assigned devices in step with a
- * virtual machine's memory map. This entry point exports the layers that exist so far:
- * the Linux uapi layer and the syscall port.
+ * virtual machine's memory map. This entry point exports the engine (createEngine), its
+ * typed errors and actor inspector, the Linux uapi layer, the syscall ports and the
+ * simulated kernel's topologies.
  */
 export * from './uapi/index.js';
 export { SyscallError, type ErrorFields, type SerializedSyscallError } from './port/errors.js';
@@ -36,6 +37,9 @@ export {
   type AddDeviceOptions,
   type DeviceInfo,
   type MemoryRegion,
+  type CommitResult,
+  traceInspector,
+  type ActorInspector,
 } from './engine.js';
 export type { ListenerEvent } from './memory/transaction.js';
 export type { DmaMapping } from './memory/sections.js';

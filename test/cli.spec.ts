@@ -48,6 +48,16 @@ describe('vfio-engine CLI', function () {
     expect(out).to.include('0000:01:00.0 (group 5, vfio0)');
   });
 
+  it('run --inspect traces every actor state change next to the steps', function () {
+    const out = run('run', '--inspect');
+    expect(out).to.match(/^ {2}\| \+ *[\d.]+ ms {2}nic {2}created -> opening {2}\(OPEN\)$/m);
+    expect(out).to.match(
+      /^ {2}\| \+ *[\d.]+ ms {2}memory {2}active\.idle -> active\.committing {2}\(COMMIT\)$/m,
+    );
+    expect(out).to.match(/^ {2}\| .* container\d {2}applying -> ready /m);
+    expect(run('run')).to.not.match(/^ {2}\| /m);
+  });
+
   it('run exits 1 when a step fails, and still shuts down', function () {
     const dir = mkdtempSync(path.join(tmpdir(), 'vfio-engine-cli-'));
     const file = path.join(dir, 'bad.json');

@@ -26,6 +26,7 @@ import { ERRNO, errnoName } from '../uapi/errno.js';
 import type { BatchOp, OpResult } from '../workers/batch.js';
 import { applyResults, type DmaPool } from '../workers/pool.js';
 import type { EngineEvent } from './events.js';
+import type { ActorInspector } from './inspect.js';
 
 /** A memory region as a VMM hands it over (QEMU's MemoryRegionSection); kind defaults to 'ram'. */
 export interface MemoryRegion {
@@ -61,7 +62,31 @@ export interface SpaceEnv {
   readonly pool: DmaPool;
   readonly emit: (e: EngineEvent) => void;
   readonly nextId: (prefix: string) => string;
+  /** xstate's inspection observer, given to every actor (createEngine's `inspector`). */
+  readonly inspect?: ActorInspector;
 }
+
+/**
+ * What a transaction did, as commit() resolves. QEMU's listener commit cannot fail; here the
+ * caller learns how it went without watching events$. A transaction never rejects.
+ */
+export interface CommitResult {
+  /** The transaction's id (`<space>/txn<N>`), null when there was nothing to commit. */
+  readonly txn: string | null;
+  /** False when a container could not apply it: that container failed and was released. */
+  readonly ok: boolean;
+  /** Mappings made and removed over every container (when ok). */
+  readonly mapped: number;
+  readonly unmapped: number;
+  /** Containers the transaction went to. */
+  readonly containers: number;
+  /** Milliseconds from dispatch to the last container's answer. */
+  readonly ms: number;
+  /** The first error (a VfioError naming the operation, the range and the errno) when not ok. */
+  readonly error?: Error;
+}
+
+const nothingCommitted: CommitResult = { txn: null, ok: true, mapped: 0, unmapped: 0, containers: 0, ms: 0 };
 
 /** A container actor and what the actor layer keeps for it: the backend object and its mapping table. */
 interface ContainerRec {
@@ -124,13 +149,16 @@ export class AddressSpace {
   private readonly devices = new Map<string, DeviceRec>();
   /** The current memory map (what a new container gets replayed). */
   private readonly regions = new IntervalMap<MemoryRegionSection>();
-  private readonly txnIn = new Subject<{ txn: Transaction<MemoryRegionSection>; done: () => void }>();
+  private readonly txnIn = new Subject<{
+    txn: Transaction<MemoryRegionSection>;
+    done: (r: CommitResult) => void;
+  }>();
   private readonly txnSub: Subscription;
   private readonly commits = new Map<
     string,
-    { txn: Transaction<MemoryRegionSection>; targets: ContainerRec[]; t0: number }
+    { txn: Transaction<MemoryRegionSection>; targets: ContainerRec[]; t0: number; error?: unknown }
   >();
-  private readonly txnWaiters = new Map<string, () => void>();
+  private readonly txnWaiters = new Map<string, (r: CommitResult) => void>();
   private readonly batches = new Map<string, BatchWork>();
   private readonly warned = new Set<string>();
   /** Releases of failed containers in progress (see release()). */
@@ -152,11 +180,10 @@ export class AddressSpace {
           shutdownAddressSpace: fromPromise(async () => {}),
         },
       }),
-      { input: { id: name, name } },
+      { id: name, input: { id: name, name }, inspect: this.env.inspect },
     );
     this.actor.on('*', (e) => {
       if (e.type === 'txn.committed') {
-        const c = this.commits.get(e.txnId);
         this.env.emit({
           type: 'txn.committed',
           space: name,
@@ -166,16 +193,40 @@ export class AddressSpace {
           unmapped: e.result.unmapped,
           containers: e.result.containers,
         });
-        this.settleTxn(e.txnId, c);
+        this.settleTxn(e.txnId, {
+          txn: e.txnId,
+          ok: true,
+          mapped: e.result.mapped,
+          unmapped: e.result.unmapped,
+          containers: e.result.containers,
+          ms: e.ms,
+        });
       } else if (e.type === 'txn.failed') {
         this.env.emit({ type: 'txn.failed', space: name, txn: e.txnId, error: e.error });
-        this.settleTxn(e.txnId, this.commits.get(e.txnId));
+        const c = this.commits.get(e.txnId);
+        this.settleTxn(e.txnId, {
+          txn: e.txnId,
+          ok: false,
+          mapped: 0,
+          unmapped: 0,
+          containers: c?.targets.length ?? 0,
+          ms: c ? performance.now() - c.t0 : 0,
+          error: errorOf(c?.error, e.error),
+        });
       } else this.env.emit({ type: 'machine', space: name, event: e as never });
     });
     this.actor.start();
     // One transaction at a time: the next COMMIT only after the last settled.
     this.txnSub = this.txnIn
-      .pipe(concatMap(({ txn, done }) => from(this.runTxn(txn).finally(done))))
+      .pipe(
+        concatMap(({ txn, done }) =>
+          from(
+            this.runTxn(txn).then(done, (e: unknown) =>
+              done({ ...nothingCommitted, txn: `${name}/txn${txn.seq}`, ok: false, error: errorOf(e, null) }),
+            ),
+          ),
+        ),
+      )
       .subscribe();
   }
 
@@ -228,14 +279,14 @@ export class AddressSpace {
    * MemoryListener.commit; resolves when the transaction is applied to every container (a
    * container it failed has released its devices by then).
    */
-  commit(): Promise<void> {
+  commit(): Promise<CommitResult> {
     const ops = this.pushed;
     this.pushed = null;
     if (!ops) {
       this.env.emit({ type: 'warning', space: this.name, message: 'commit without begin' });
-      return this.flush();
+      return this.flush().then(() => nothingCommitted);
     }
-    if (ops.length === 0) return this.flush();
+    if (ops.length === 0) return this.flush().then(() => nothingCommitted);
     return this.submit({
       seq: this.seq++,
       ops: ops.map((o) => ({
@@ -258,31 +309,30 @@ export class AddressSpace {
     else void this.submit({ seq: this.seq++, ops: [{ type, region: s }], implicit: true });
   }
 
-  private submit(txn: Transaction<MemoryRegionSection>): Promise<void> {
+  private submit(txn: Transaction<MemoryRegionSection>): Promise<CommitResult> {
     if (this.closed) return Promise.reject(new Error(`address space '${this.name}' is shut down`));
-    const p = new Promise<void>((done) => this.txnIn.next({ txn, done }));
-    this.last = p;
+    const p = new Promise<CommitResult>((done) => this.txnIn.next({ txn, done }));
+    this.last = p.then(() => undefined);
     return p;
   }
 
-  private runTxn(txn: Transaction<MemoryRegionSection>): Promise<void> {
+  private runTxn(txn: Transaction<MemoryRegionSection>): Promise<CommitResult> {
     const txnId = `${this.name}/txn${txn.seq}`;
     // The map changes now: a container created from here on gets it in its replay.
     this.applyToRegions(txn);
     const targets = [...this.containers.values()].filter((c) => this.accepts(c));
     this.commits.set(txnId, { txn, targets, t0: performance.now() });
-    return new Promise<void>((resolve) => {
+    return new Promise<CommitResult>((resolve) => {
       this.txnWaiters.set(txnId, resolve);
       this.actor.send({ type: 'COMMIT', txnId, ops: txn.ops.length });
     });
   }
 
-  private settleTxn(txnId: string, c: unknown): void {
-    void c;
+  private settleTxn(txnId: string, result: CommitResult): void {
     this.commits.delete(txnId);
     const w = this.txnWaiters.get(txnId);
     this.txnWaiters.delete(txnId);
-    w?.();
+    w?.(result);
   }
 
   /** Whether a container can take a batch (not failed, tearing down or gone). */
@@ -343,7 +393,10 @@ export class AddressSpace {
     }
     // A container this transaction failed releases its devices before the transaction settles.
     await Promise.all(c.targets.map((t) => t.released));
-    if (failures.length) throw failures[0];
+    if (failures.length) {
+      c.error = failures[0]; // the original (typed) error, for commit()'s result
+      throw failures[0];
+    }
     return { ms: performance.now() - c.t0, mapped, unmapped, containers: c.targets.length };
   }
 
@@ -600,7 +653,7 @@ export class AddressSpace {
             teardownContainer: fromPromise(async () => this.teardown(rec)),
           },
         }),
-        { input: { id, addressSpaceId: this.name, backend: backend.kind } },
+        { id, input: { id, addressSpaceId: this.name, backend: backend.kind }, inspect: this.env.inspect },
       ),
     };
     rec.actor.on('*', (e: ContainerEmitted) => {
@@ -770,7 +823,9 @@ export class AddressSpace {
           },
         }),
         {
+          id,
           input: { id, host: opts.host, iommufd: option instanceof IommufdBackend ? option.id : option },
+          inspect: this.env.inspect,
         },
       ),
     };

@@ -10,13 +10,15 @@ import type { InspectionEvent, Observer } from 'xstate';
 /** What createActor's `inspect` takes: an observer of xstate inspection events, or a function. */
 export type ActorInspector = Observer<InspectionEvent> | ((e: InspectionEvent) => void);
 
-/** Calls every inspector in `list` (undefined ones skipped); one failing does not stop the others. */
+/**
+ * One inspector that calls every inspector in `list` (undefined ones skipped); a throwing
+ * inspector is ignored, so it can neither stop the others nor break an actor.
+ */
 export function fanOutInspector(list: (ActorInspector | undefined)[]): ActorInspector | undefined {
   const fns = list
     .filter((x): x is ActorInspector => x !== undefined)
     .map((x) => (typeof x === 'function' ? x : (e: InspectionEvent) => x.next?.(e)));
   if (fns.length === 0) return undefined;
-  if (fns.length === 1) return fns[0];
   return (e) => {
     for (const f of fns) {
       try {

@@ -21,12 +21,13 @@ commands:
           survey a kernel: iommufd, the legacy VFIO container, IOMMU groups, devices
           bound to vfio-pci, RLIMIT_MEMLOCK. Default: the simulated kernel (its default
           host); --kernel linux asks this machine's kernel
-  run [scenario.json] [--kernel sim|linux] [--topology default|test-vm|file.json]
+  run [scenario.json] [--kernel sim|linux] [--topology default|test-vm|file.json] [--inspect]
           a VM's life: devices attached (backend chosen and why), a q35 memory map
           committed, memory hot-added and removed, a device unplugged, shutdown;
           default scenarios/q35.json on the simulated kernel; exit 1 if any step failed
           --topology: the simulated host (sim only): its default, the test VM's
           (scenarios/test-vm.json), or a topology JSON file
+          --inspect: also print every actor's state changes (the trace inspector)
   uapi    list the ioctls (number, fd kind, argument) and struct sizes the engine uses
   help    this text
 `;
@@ -39,11 +40,13 @@ interface CliOptions {
   topologyName: string;
   /** The first argument that is not an option. */
   file?: string;
+  /** run --inspect: trace every actor's state changes. */
+  inspect: boolean;
 }
 
 /** Parses `[file] [--kernel sim|linux] [--topology default|test-vm|file.json]`; a number is an exit code. */
 function options(argv: string[]): CliOptions | number {
-  const o: CliOptions = { kernel: 'sim', topologyName: 'the default host' };
+  const o: CliOptions = { kernel: 'sim', topologyName: 'the default host', inspect: false };
   const fail = (msg: string) => (process.stderr.write(`vfio-engine: ${msg}\n`), 2);
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]!;
@@ -56,7 +59,8 @@ function options(argv: string[]): CliOptions | number {
       if (!t) return fail('--topology takes default, test-vm or a JSON file');
       o.topologyName = t === 'default' ? 'the default host' : t === 'test-vm' ? 'the test VM' : t;
       o.topology = t === 'default' ? defaultTopology() : t === 'test-vm' ? testVmTopology() : loadTopology(t);
-    } else if (a.startsWith('--')) return fail(`unknown option '${a}'`);
+    } else if (a === '--inspect' && argv[0] === 'run') o.inspect = true;
+    else if (a.startsWith('--')) return fail(`unknown option '${a}'`);
     else o.file ??= a;
   }
   if (o.topology && o.kernel !== 'sim') return fail('--topology describes the simulated kernel only');
@@ -87,7 +91,7 @@ async function main(argv: string[]): Promise<number> {
       const o = options(argv);
       if (typeof o === 'number') return o;
       const path = o.file ?? new URL('../../../scenarios/q35.json', import.meta.url).pathname;
-      return runScenario(path, o.kernel, { topology: o.topology });
+      return runScenario(path, o.kernel, { topology: o.topology, inspect: o.inspect });
     }
     case 'uapi': {
       for (const io of IOCTLS) {

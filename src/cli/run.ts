@@ -4,7 +4,7 @@
  * then an orderly shutdown, printing each step, backend choices, tables and timings.
  */
 import fs from 'node:fs';
-import { createEngine } from '../engine.js';
+import { createEngine, traceInspector } from '../engine.js';
 import type { MemoryRegion } from '../actors/address-space.js';
 import type { EngineEvent } from '../actors/events.js';
 import { MAP, MFD, PROT } from '../port/port.js';
@@ -40,6 +40,8 @@ export interface RunOptions {
   readonly topology?: Topology;
   /** Where the report goes (default console.log). */
   readonly out?: (line: string) => void;
+  /** Also print every actor's state changes (the trace inspector), as `  | ` lines. */
+  readonly inspect?: boolean;
 }
 
 /** Runs a scenario; returns the exit code: 1 when a step failed (attach, transaction, container). */
@@ -67,7 +69,12 @@ export async function runScenario(
     else if (e.type === 'txn.failed') out(`  ${e.txn}: FAILED: ${e.error.message}`);
     else if (e.type === 'warning') out(`  warning: ${e.message}`);
   };
-  const engine = await createEngine({ kernel, topology: opts.topology, inspect: show });
+  const engine = await createEngine({
+    kernel,
+    topology: opts.topology,
+    inspect: show,
+    inspector: opts.inspect ? traceInspector((l) => out(`  | ${l}`)) : undefined,
+  });
   const port = engine.port;
   const ramSize = BigInt(sc.ramMiB ?? 256) << 20n;
   const memfd = port.memfdCreate('guest-ram', MFD.CLOEXEC);
