@@ -2,6 +2,7 @@
  * The pure half of the benchmarks: argument parsing, medians, ratios and the markdown
  * tables, kept apart from the runs so that unit tests can check them (test/bench-report.spec.ts).
  */
+import { parseArgs } from 'node:util';
 
 /** One workload: `count` sections of `size` bytes each, mapped then unmapped. */
 export interface Shape {
@@ -197,42 +198,31 @@ function listOf<T extends string>(flag: string, v: string, all: readonly T[]): T
  * reference), --iova ADDR. Anything unset keeps its default.
  */
 export function parseKernelBenchArgs(argv: readonly string[]): KernelBenchOptions {
-  const shapes: Shape[] = [];
-  let { rounds, backends, modes, iova } = KERNEL_BENCH_DEFAULTS;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.indexOf('=');
-    const [flag, inline] = arg.startsWith('--') && eq > 0 ? [arg.slice(0, eq), arg.slice(eq + 1)] : [arg];
-    const value = () => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new Error(`${flag} needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case '--shape':
-        shapes.push(parseShape(value()));
-        break;
-      case '--rounds':
-        rounds = Number(value());
-        if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds needs a count of at least 1');
-        break;
-      case '--backend':
-        backends = listOf('--backend', value(), KERNEL_BACKENDS);
-        break;
-      case '--mode': {
-        const m = listOf('--mode', value(), KERNEL_MODES);
-        modes = KERNEL_MODES.filter((x) => x === 'floor' || m.includes(x));
-        break;
-      }
-      case '--iova':
-        iova = parseSize(value());
-        if (iova % 4096n) throw new Error('--iova must be 4 KiB aligned');
-        break;
-      default:
-        throw new Error(`unknown argument ${arg}`);
-    }
-  }
-  return { shapes: shapes.length ? shapes : KERNEL_BENCH_DEFAULTS.shapes, rounds, backends, modes, iova };
+  const { values: v } = parseArgs({
+    args: [...argv],
+    options: {
+      shape: { type: 'string', multiple: true },
+      rounds: { type: 'string' },
+      backend: { type: 'string' },
+      mode: { type: 'string' },
+      iova: { type: 'string' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  const d = KERNEL_BENCH_DEFAULTS;
+  const rounds = v.rounds === undefined ? d.rounds : Number(v.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds needs a count of at least 1');
+  const iova = v.iova === undefined ? d.iova : parseSize(v.iova);
+  if (iova % 4096n) throw new Error('--iova must be 4 KiB aligned');
+  const modes = v.mode === undefined ? null : listOf('--mode', v.mode, KERNEL_MODES);
+  return {
+    shapes: v.shape?.length ? v.shape.map(parseShape) : d.shapes,
+    rounds,
+    backends: v.backend === undefined ? d.backends : listOf('--backend', v.backend, KERNEL_BACKENDS),
+    modes: modes ? KERNEL_MODES.filter((x) => x === 'floor' || modes.includes(x)) : d.modes,
+    iova,
+  };
 }
 
 /** The console lines bench/kernel.ts reports its samples on, one a line, read by the host. */
