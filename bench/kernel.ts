@@ -14,15 +14,17 @@
  *
  * The work, per backend and shape: N sections of SIZE bytes of a shared memfd, pre-faulted
  * writable (the same one for every mode; the floor inherits it and pre-faults its own
- * mapping the same way), section i at IOVA BASE + i * SIZE,
- * mapped (iommufd: IOMMU_IOAS_MAP FIXED_IOVA | READABLE | WRITEABLE into an IOAS the edu's
- * cdev is attached to; legacy: VFIO_IOMMU_MAP_DMA READ | WRITE into a type1v2 container
- * holding the edu's group), then unmapped one by one. Every mode sets up and tears down its
- * own container outside the clock; a round runs every mode once (the order rotates each
- * round), after one untimed warm-up round; reported are the medians over the rounds.
+ * mapping the same way), section i at IOVA BASE + i * SIZE, mapped (iommufd:
+ * IOMMU_IOAS_MAP FIXED_IOVA | READABLE | WRITEABLE into an IOAS the edu's cdev is attached
+ * to; legacy: VFIO_IOMMU_MAP_DMA READ | WRITE into a type1v2 container holding the edu's
+ * group), then unmapped one by one. Every mode sets up and tears down its own container
+ * outside the clock; a round runs every mode once (the order rotates each round), after one
+ * untimed warm-up round; reported are the medians over the rounds.
  *
- * After each mode nothing may be left: an unmap-all must find nothing, and the process's
- * VmLck/VmPin must be back where they were. Any failed op fails the run (exit 1).
+ * Checked outside the clock: between the maps and the unmaps, this process's VmPin
+ * (iommufd) or VmLck (type1) grew by exactly N * SIZE (the kernel pinned every section);
+ * after each mode, an unmap-all finds nothing and VmLck/VmPin are back where they were (the
+ * floor checks its own unmap-all). Any failed op fails the run (exit 1).
  *
  *   node dist/bench/kernel.js [--shape 16384x4k]... [--rounds 3] [--backend iommufd,legacy]
  *                             [--mode floor,qemu,inline,workers,engine] [--iova 0x100000000]
@@ -251,16 +253,30 @@ class KernelBench {
   private async runMode(backend: KernelBackend, shape: Shape, ram: Ram, mode: KernelMode): Promise<Timing> {
     const what = `${backend} ${formatShape(shape)} ${mode}`;
     const before = pinnedKb();
+    // Between the maps and the unmaps (outside the clock): the kernel pinned every section
+    // once, as iommufd (VmPin) or type1 (VmLck) accounts it.
+    const kb = Number((BigInt(shape.count) * shape.size) >> 10n);
+    const mapped = () => {
+      const now = pinnedKb();
+      const want =
+        backend === 'iommufd'
+          ? { lck: before.lck, pin: before.pin + kb }
+          : { lck: before.lck + kb, pin: before.pin };
+      if (now.lck !== want.lck || now.pin !== want.pin)
+        throw new Error(
+          `${what}: after the maps VmLck ${now.lck} kB, VmPin ${now.pin} kB; expected ${want.lck} and ${want.pin}`,
+        );
+    };
     let t: Timing;
     if (mode === 'floor') t = this.floor(backend, shape, ram);
-    else if (mode === 'engine') t = await this.viaEngine(backend, shape, ram, what);
+    else if (mode === 'engine') t = await this.viaEngine(backend, shape, ram, what, mapped);
     else {
       const bound =
         backend === 'iommufd'
           ? bindIommufd(this.port, this.devices.iommufd)
           : bindLegacy(this.port, this.devices.legacy);
       try {
-        t = await this.direct(mode, bound.target, shape, ram, what);
+        t = await this.direct(mode, bound.target, shape, ram, what, mapped);
         const left = dmaUnmapAll(this.port, bound.target);
         if (left !== 0n) throw new Error(`${what}: ${left} bytes still mapped after the unmaps`);
       } finally {
@@ -299,6 +315,7 @@ class KernelBench {
     shape: Shape,
     ram: Ram,
     what: string,
+    mapped: () => void,
   ): Promise<Timing> {
     const base = this.opts.iova;
     const n = shape.count;
@@ -308,18 +325,21 @@ class KernelBench {
       for (let i = 0; i < n; i++)
         dmaMap(this.port, t, base + BigInt(i) * size, size, ram.va + BigInt(i) * size, false);
       const t1 = now();
+      mapped();
+      const t2 = now();
       for (let i = 0; i < n; i++) {
         const bytes = dmaUnmap(this.port, t, base + BigInt(i) * size, size);
         if (bytes !== size) throw new Error(`${what}: section ${i} unmapped ${bytes} bytes, not ${size}`);
       }
-      const t2 = now();
-      return { mapNs: Number(t1 - t0), unmapNs: Number(t2 - t1) };
+      const t3 = now();
+      return { mapNs: Number(t1 - t0), unmapNs: Number(t3 - t2) };
     }
     if (mode === 'inline') {
       const t0 = now();
       const m = await this.pool.run(t, sectionOps('map', shape, ram, base, 0, n), { inline: true });
       const t1 = now();
       expectDone(`${what} map`, shape, m.results, m.crash);
+      mapped();
       const t2 = now();
       const u = await this.pool.run(t, sectionOps('unmap', shape, ram, base, 0, n), { inline: true });
       const t3 = now();
@@ -339,6 +359,7 @@ class KernelBench {
     const checkMap = await both('map');
     const t1 = now();
     checkMap();
+    mapped();
     const t2 = now();
     const checkUnmap = await both('unmap');
     const t3 = now();
@@ -346,7 +367,13 @@ class KernelBench {
     return { mapNs: Number(t1 - t0), unmapNs: Number(t3 - t2) };
   }
 
-  private async viaEngine(backend: KernelBackend, shape: Shape, ram: Ram, what: string): Promise<Timing> {
+  private async viaEngine(
+    backend: KernelBackend,
+    shape: Shape,
+    ram: Ram,
+    what: string,
+    mapped: () => void,
+  ): Promise<Timing> {
     const engine = this.engine!;
     let space = this.spaces.get(backend);
     if (!space) this.spaces.set(backend, (space = engine.createAddressSpace(`bench-${backend}`)));
@@ -370,6 +397,7 @@ class KernelBench {
       await space.commit();
       const t1 = now();
       this.expectEngine(space, info.container, shape.count, `${what} map`);
+      mapped();
       const t2 = now();
       space.begin();
       for (const r of regions) space.regionDel(r);
