@@ -1,6 +1,6 @@
 #!/bin/sh
 # /init of the test VM's initramfs (busybox sh; vm/run.ts packs it with a
-# static busybox, vm/guest-run.sh and the run's mocha settings).
+# static busybox, vm/guest-run.sh and the run's mocha settings or command).
 #
 # Mounts the host's root (read-only, 9p) on /host, gives it fresh proc, sysfs,
 # devtmpfs and tmpfs (/tmp, /run), then runs vm/guest-run.sh chrooted there,

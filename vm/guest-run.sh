@@ -5,16 +5,19 @@
 #
 # Binds every edu device (1234:11e8) to vfio-pci, waits for the VFIO cdevs,
 # prints the topology, runs the kernel test suites with mocha from the
-# checkout, then prints the lines vm/run.ts parses and powers off:
+# checkout (or, when vm/run.ts staged a command, that command instead), then
+# prints the lines vm/run.ts parses and powers off:
 #   @@VFIO_ENGINE_COVERAGE {...}   (the ioctl counts of zz-ioctl-coverage.spec, or null)
 #   @@VFIO_ENGINE_TOTALS {"passed":N,"failed":N,"skipped":N}   (or null)
-#   @@VFIO_ENGINE_EXIT <mocha's exit code, or 1 if it never ran>
+#   @@VFIO_ENGINE_EXIT <mocha's (the command's) exit code, or 1 if it never ran>
 #
 # Env (from guest-init.sh): VFIO_ENGINE_DIR (checkout), VFIO_ENGINE_NODE,
 # VFIO_ENGINE_SPECS (newline-separated globs), VFIO_ENGINE_IOMMU (vtd or virtio:
 # the suites see it as VFIO_ENGINE_GUEST_IOMMU). Also read from the staging
 # dir: mocharc.json (the project's config without "spec", because mocha adds
-# a config's spec to --spec) and mocha-args (extra mocha args, one a line).
+# a config's spec to --spec), mocha-args (extra mocha args, one a line) and
+# command (a shell script run in the checkout instead of mocha, with the node
+# binary's directory first on PATH; it reports no totals and no coverage).
 
 staged=/run/vfio-engine
 bb=$staged/busybox
@@ -86,11 +89,20 @@ for bdf in $edus; do
   echo "vfio-engine:   edu $bdf driver $driver iommu_group $group (/dev/vfio/$group) cdev $cdev (/dev/vfio/devices/$cdev)"
 done
 
-# --- mocha --------------------------------------------------------------------
 [ -n "${VFIO_ENGINE_DIR:-}" ] || fail "VFIO_ENGINE_DIR not set"
 cd "$VFIO_ENGINE_DIR" || fail "no checkout at $VFIO_ENGINE_DIR"
 node=${VFIO_ENGINE_NODE:-$(command -v node)}
 [ -x "$node" ] || fail "no node binary (${node:-none on PATH})"
+
+# --- a command instead of mocha (vm/run.ts --command) -------------------------
+if [ -f "$staged/command" ]; then
+  echo "vfio-engine: running in $PWD: $(cat "$staged/command")"
+  PATH="$(dirname "$node"):$PATH" VFIO_ENGINE_GUEST=1 VFIO_ENGINE_NODE="$node" "$bb" sh "$staged/command"
+  rc=$?
+  exit $rc
+fi
+
+# --- mocha --------------------------------------------------------------------
 [ -f node_modules/mocha/bin/mocha.js ] || fail "no node_modules/mocha in $VFIO_ENGINE_DIR (npm install)"
 
 config=$staged/mocharc.json

@@ -9,6 +9,10 @@
  * `npm run test:kernel` = `node dist/vm/run.js [--iommu vtd|virtio|both] [--spec GLOB]...
  * [--kernel PATH] [--vm-timeout S] [--edu N] [mocha args...]`; see `--help`. By default
  * it boots both variants and judges the ioctl coverage over the two runs.
+ *
+ * `node dist/vm/run.js --command 'node dist/bench/kernel.js'` runs a shell command in the
+ * checkout instead of mocha (the benchmarks): same VM, same markers, the command's exit code
+ * is the run's, and no totals or coverage come back.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -51,6 +55,12 @@ export interface KernelSuiteOptions {
   specs?: string[];
   /** Extra mocha arguments, e.g. ['--grep', 'edu']. */
   mochaArgs?: string[];
+  /**
+   * A shell command to run in the checkout instead of mocha, e.g. 'node dist/bench/kernel.js'
+   * (staged into the initramfs, run by the guest's sh): its exit code is the run's; it
+   * reports no totals and no coverage. Excludes `specs` and `mochaArgs`.
+   */
+  command?: string;
   /** Kill QEMU and fail after this many seconds (default env VFIO_ENGINE_VM_TIMEOUT, else 1200). */
   timeoutSeconds?: number;
   /** Number of edu devices (default 2), each alone behind its own PCIe root port and in its own IOMMU group. */
@@ -68,8 +78,9 @@ export interface KernelSuiteResult {
   /** The variant booted. */
   iommu: IommuVariant;
   /**
-   * 0 only when the guest ran mocha and no test failed; 2 when `skippedReason`
-   * is set; 128+n after signal n; otherwise mocha's code or 1.
+   * 0 only when the guest ran mocha and no test failed (with `command`: when the command
+   * exited 0); 2 when `skippedReason` is set; 128+n after signal n; otherwise mocha's (the
+   * command's) code or 1.
    */
   exitCode: number;
   /** Counts reported by the guest, null when it never got that far. */
@@ -135,15 +146,23 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
   if (/\s/.test(root) || /\s/.test(process.execPath)) {
     return failed(`paths with blanks cannot go on the kernel command line: ${root}, ${process.execPath}`);
   }
+  const command = opts.command;
+  if (command !== undefined) {
+    if (!command.trim()) return failed('the command to run in the guest is empty');
+    if (command.includes('\0')) return failed('the command to run in the guest contains a NUL byte');
+    if (opts.specs?.length || opts.mochaArgs?.length)
+      return failed('a command runs instead of mocha: spec globs and mocha arguments do not apply');
+  }
   const specs = opts.specs?.length ? opts.specs : [DEFAULT_SPEC];
-  if (!opts.specs?.length && !hasSpecs(path.join(root, 'dist/test/kernel'))) {
+  if (command === undefined && !opts.specs?.length && !hasSpecs(path.join(root, 'dist/test/kernel'))) {
     return failed(`no compiled kernel suites in ${root}/dist/test/kernel: build first (npx tsc -p .)`);
   }
   // The guest console is a tty, so mocha would always colour: follow the host's stdout instead.
   const extra = opts.mochaArgs ?? [];
-  const colour = extra.some((a) => /^--(no-)?colou?r/.test(a))
-    ? []
-    : [(out as { isTTY?: boolean }).isTTY ? '--color' : '--no-color'];
+  const colour =
+    command !== undefined || extra.some((a) => /^--(no-)?colou?r/.test(a))
+      ? []
+      : [(out as { isTTY?: boolean }).isTTY ? '--color' : '--no-color'];
   const mochaArgs = [...colour, ...extra];
   if ([...specs, ...mochaArgs].some((a) => a.includes('\n')) || specs.some((s) => /\s/.test(s))) {
     return failed('spec globs cannot contain blanks, nor mocha arguments newlines');
@@ -164,7 +183,7 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-vm-'));
   try {
     const initrd = path.join(tmp, 'initramfs.cpio');
-    fs.writeFileSync(initrd, buildInitramfs(root, busybox.path, mochaArgs));
+    fs.writeFileSync(initrd, buildInitramfs(root, busybox.path, mochaArgs, command));
 
     const kvm = kvmUsable();
     const timeout = opts.timeoutSeconds ?? (Number(process.env.VFIO_ENGINE_VM_TIMEOUT) || 20 * 60);
@@ -173,7 +192,7 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
       `vfio_engine.dir=${root}`,
       `vfio_engine.node=${process.execPath}`,
       `vfio_engine.iommu=${iommu}`,
-      ...specs.map((s) => `vfio_engine.spec=${s}`),
+      ...(command === undefined ? specs.map((s) => `vfio_engine.spec=${s}`) : []),
       // The guest powers itself off a little after the host gives up, so even
       // a QEMU orphaned by a SIGKILLed host process ends.
       `vfio_engine.timeout=${Math.ceil(timeout) + 30}`,
@@ -239,6 +258,9 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
         totals: vm.totals,
         error: `the guest stopped without a result (QEMU exit ${vm.qemuExit})${why}`,
       };
+    } else if (command !== undefined) {
+      result = { ...base, exitCode: vm.guestExit, totals: null };
+      if (vm.guestExit !== 0) result.error = `the command exited ${vm.guestExit} in the guest`;
     } else if (vm.guestExit === 0 && !vm.totals) {
       result = { ...base, exitCode: 1, totals: null, error: 'mocha exited 0 but reported no totals' };
     } else if (vm.totals && vm.totals.failed > 0 && vm.guestExit === 0) {
@@ -256,6 +278,13 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
       result.error = [result.error, vm.coverageError].filter(Boolean).join('; ');
     }
     const t = result.totals;
+    if (command !== undefined) {
+      log(
+        `command (${iommu}): exit ${result.exitCode}${result.error ? ` (${result.error})` : ''}` +
+          `; VM ${vm.seconds.toFixed(1)} s, total ${result.seconds.toFixed(1)} s`,
+      );
+      return result;
+    }
     log(
       `kernel suites (${iommu}): ${t ? `${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped` : 'no totals'}` +
         `; exit ${result.exitCode}${result.error ? ` (${result.error})` : ''}` +
@@ -603,7 +632,7 @@ function checksumOk(file: string, log: (m: string) => void, optional = false): b
 }
 
 /** Files of the initramfs: static busybox, /init and what init stages for the chroot. */
-function buildInitramfs(root: string, busybox: string, mochaArgs: string[]): Buffer {
+function buildInitramfs(root: string, busybox: string, mochaArgs: string[], command?: string): Buffer {
   const vmDir = path.join(root, 'vm');
   const dirs = ['bin', 'dev', 'proc', 'sys', 'host', 'hostroot', 'tmp', 'vfio-engine'];
   const entries: CpioEntry[] = [
@@ -636,6 +665,14 @@ function buildInitramfs(root: string, busybox: string, mochaArgs: string[]): Buf
       name: 'vfio-engine/mocha-args',
       mode: S_IFREG | 0o644,
       data: Buffer.from(mochaArgs.join('\n') + '\n'),
+    });
+  }
+  if (command !== undefined) {
+    // The guest runs this instead of mocha (vm/guest-run.sh), as a script: any quoting works.
+    entries.push({
+      name: 'vfio-engine/command',
+      mode: S_IFREG | 0o644,
+      data: Buffer.from(command.endsWith('\n') ? command : `${command}\n`),
     });
   }
   return cpioNewc(entries);
@@ -801,6 +838,9 @@ variant, then checks the ioctl coverage over the union of the boots.
   --vm-timeout S     kill the VM after S seconds (env VFIO_ENGINE_VM_TIMEOUT; default 1200)
   --edu N            number of edu devices (default 2)
   --no-build         fail instead of building a kernel when none is found
+  --command CMD      run the shell command CMD in the checkout instead of mocha (e.g.
+                     'node dist/bench/kernel.js'); exits with its exit code (the first
+                     non-zero one over the variants); no --spec, no mocha arguments
   --                 pass everything after it to mocha
 Other arguments go to mocha unchanged, e.g. --grep edu, --bail. A run narrowed by
 --spec or a mocha filter reports the coverage union as skipped, not as passed.
@@ -850,6 +890,10 @@ export function parseArgs(argv: string[]): KernelVariantsOptions & { help?: bool
       case '--no-build':
         opts.buildKernel = false;
         break;
+      case '--command':
+        opts.command = value();
+        if (!opts.command.trim()) throw new Error('--command needs a command');
+        break;
       case '--':
         opts.mochaArgs!.push(...argv.slice(i + 1));
         i = argv.length;
@@ -858,7 +902,28 @@ export function parseArgs(argv: string[]): KernelVariantsOptions & { help?: bool
         opts.mochaArgs!.push(arg);
     }
   }
+  if (opts.command !== undefined && (opts.specs!.length || opts.mochaArgs!.length)) {
+    const stray = [...opts.specs!.map((s) => `--spec ${s}`), ...opts.mochaArgs!].join(' ');
+    throw new Error(`--command runs instead of mocha: ${stray} does not apply`);
+  }
   return opts;
+}
+
+/**
+ * Runs `opts.command` in the test VM once per variant (default every one, in order, as
+ * {@link runKernelVariants}); the exit code is the first non-zero one, else 0 (2 when the
+ * test bed cannot run here).
+ */
+export async function runKernelCommand(
+  opts: KernelVariantsOptions & { command: string },
+): Promise<{ results: KernelSuiteResult[]; exitCode: number; skippedReason?: string }> {
+  const results: KernelSuiteResult[] = [];
+  for (const iommu of opts.variants?.length ? opts.variants : IOMMU_VARIANTS) {
+    const r = await runKernelSuite({ ...opts, iommu });
+    if (r.skippedReason) return { results, exitCode: 2, skippedReason: r.skippedReason };
+    results.push(r);
+  }
+  return { results, exitCode: results.find((r) => r.exitCode !== 0)?.exitCode ?? 0 };
 }
 
 async function main(): Promise<number> {
@@ -872,6 +937,10 @@ async function main(): Promise<number> {
   if (opts.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
+  }
+  if (opts.command !== undefined) {
+    const run = await runKernelCommand({ ...opts, command: opts.command });
+    return run.exitCode;
   }
   const run = await runKernelVariants(opts);
   if (run.skippedReason) return run.exitCode;
