@@ -37,6 +37,12 @@ import { kernelPort } from './recording-port.js';
 export const PAGE = 4096;
 /** ULONG_MAX on a 64-bit kernel. */
 export const U64_MAX = 0xffff_ffff_ffff_ffffn;
+/**
+ * The x86 MSI window, [MSI_START, MSI_LAST]: reserved in every domain of the VMs' IOMMUs
+ * (IOMMU_RESV_MSI in VT-d; QEMU declares it as a reserved region of virtio-iommu).
+ */
+export const MSI_START = 0xfee0_0000n;
+export const MSI_LAST = 0xfeef_ffffn;
 
 /**
  * Runs `fn`, which must fail with `expected` (an errno name, or a number for

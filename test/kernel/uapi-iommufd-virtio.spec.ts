@@ -45,7 +45,7 @@ import {
   vfio_iommu_type1_info_cap_iova_range,
   vfio_iova_range,
 } from '../../src/uapi/index.js';
-import { expectErrno, iommufdFixture, PAGE, type1Fixture, U64_MAX } from './kit.js';
+import { expectErrno, iommufdFixture, MSI_LAST, MSI_START, PAGE, type1Fixture, U64_MAX } from './kit.js';
 import { ioctlRecorder } from './recording-port.js';
 import { describeKernelOn } from './variant.js';
 
@@ -53,9 +53,6 @@ ioctlRecorder.registerSuite('uapi-iommufd-virtio');
 
 const P = BigInt(PAGE);
 const F = IOMMU_IOAS_MAP_FLAGS;
-/** The x86 MSI window: QEMU gives virtio-iommu on x86 this reserved region (as VT-d's IOMMU_RESV_MSI). */
-const MSI_START = 0xfee0_0000n;
-const MSI_LAST = 0xfeef_ffffn;
 /** The usable IOVA space with a virtio-iommu domain (VT-d: the same, up to 2^39 - 1). */
 const VIRTIO_RANGES = [
   { start: 0n, last: MSI_START - 1n },

@@ -49,16 +49,13 @@ import {
   vfio_device_info,
 } from '../../src/uapi/index.js';
 import { describeKernelOn } from './variant.js';
-import { expectErrno, iommufdFixture, PAGE } from './kit.js';
+import { expectErrno, iommufdFixture, MSI_LAST, MSI_START, PAGE } from './kit.js';
 import { ioctlRecorder } from './recording-port.js';
 
 ioctlRecorder.registerSuite('uapi-iommufd-vtd');
 
 const P = BigInt(PAGE);
 const F = IOMMU_IOAS_MAP_FLAGS;
-/** The x86 MSI window, reserved in every VT-d domain (IOMMU_RESV_MSI). */
-const MSI_START = 0xfee0_0000n;
-const MSI_LAST = 0xfeef_ffffn;
 
 describeKernelOn('vtd', 'uapi conformance: iommufd with a VFIO cdev behind Intel VT-d', function () {
   const f = iommufdFixture({ cdev: true, buf: 16, scratch: 1 });
