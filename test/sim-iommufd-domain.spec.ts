@@ -99,93 +99,83 @@ describe('sim iommufd: a host IOMMU other than VT-d (hw_info_type 0, as virtio-i
 });
 
 describe('sim iommufd: mock domains (selftest)', function () {
-  let sim: Sim;
-  let buf: bigint;
-  beforeEach(function () {
-    sim = new Sim();
-    buf = sim.memfd(64n * PAGE);
-  });
-  afterEach(function () {
-    sim.close();
-    expect(sim.kernel.mem.pinCount, 'pins left after close').to.equal(0);
-    expect(sim.kernel.mem.locked, 'locked_vm left after close').to.equal(0n);
-  });
+  const f = Sim.fixture({ buf: 64n * PAGE, checkPins: true, checkLocked: true });
 
   it('MOCK_DOMAIN: stdev, idev and auto HWPT ids in allocation order; the IOAS takes the mock aperture and 2 KiB alignment', function () {
-    const ioas = sim.ioasAlloc();
-    const m = sim.mockDomain(ioas);
+    const ioas = f.sim.ioasAlloc();
+    const m = f.sim.mockDomain(ioas);
     expect(m).to.deep.equal({ stdev: 2, idev: 3, hwpt: 4 });
-    expect(sim.iovaRanges(ioas)).to.deep.equal({
+    expect(f.sim.iovaRanges(ioas)).to.deep.equal({
       ranges: [[MOCK_START, (1n << 31n) - 1n]],
       alignment: MOCK_PAGE,
     });
     // A second mock device reuses the automatic HWPT.
-    const m2 = sim.mockDomain(ioas);
+    const m2 = f.sim.mockDomain(ioas);
     expect(m2.hwpt).to.equal(m.hwpt);
     // IOAS and HWPT are busy; the device object is held by its driver (B5 #19).
-    expectErrno('EBUSY', () => sim.destroy(ioas), 'IOAS with a HWPT');
-    expectErrno('EBUSY', () => sim.destroy(m.hwpt), 'HWPT with devices');
-    expectErrno('EBUSY', () => sim.destroy(m.idev), 'device');
-    sim.destroy(m.stdev);
-    sim.destroy(m2.stdev);
+    expectErrno('EBUSY', () => f.sim.destroy(ioas), 'IOAS with a HWPT');
+    expectErrno('EBUSY', () => f.sim.destroy(m.hwpt), 'HWPT with devices');
+    expectErrno('EBUSY', () => f.sim.destroy(m.idev), 'device');
+    f.sim.destroy(m.stdev);
+    f.sim.destroy(m2.stdev);
     // The automatic HWPT went with its last device; its id is free again.
-    expectErrno('ENOENT', () => sim.destroy(m.hwpt));
-    sim.destroy(ioas);
+    expectErrno('ENOENT', () => f.sim.destroy(m.hwpt));
+    f.sim.destroy(ioas);
   });
 
   it('maps are pinned once a domain exists: MD_CHECK_MAP / MD_CHECK_REFS; unmap unpins', function () {
-    const ioas = sim.ioasAlloc();
-    const { hwpt } = sim.mockDomain(ioas);
-    const iova = sim.map(ioas, buf, 4n * PAGE);
+    const ioas = f.sim.ioasAlloc();
+    const { hwpt } = f.sim.mockDomain(ioas);
+    const iova = f.sim.map(ioas, f.buf, 4n * PAGE);
     expect(iova).to.equal(MOCK_START);
-    sim.checkMap(hwpt, iova, 4n * PAGE, buf);
-    sim.checkRefs(buf, 4n * PAGE, 1);
-    sim.checkRefs(buf + 4n * PAGE, 4n * PAGE, 0);
-    expectErrno('EIO', () => sim.checkRefs(buf, 4n * PAGE, 2), 'wrong count');
-    expectErrno('EIO', () => sim.checkRefs(buf, 8n * PAGE, 1), 'mixed counts');
-    expectErrno('EINVAL', () => sim.checkMap(hwpt, iova, 4n * PAGE, buf + PAGE), 'another address');
-    expectErrno('EINVAL', () => sim.checkMap(hwpt, iova, 8n * PAGE, buf), 'past the area');
-    expectErrno('EINVAL', () => sim.checkMap(hwpt, iova + 1n, MOCK_PAGE, buf), 'unaligned');
-    expectErrno('ENOENT', () => sim.checkMap(ioas, iova, PAGE, buf), 'an IOAS id is not a HWPT');
-    expectErrno('EINVAL', () => sim.checkRefs(buf + 1n, PAGE, 1), 'unaligned uptr');
+    f.sim.checkMap(hwpt, iova, 4n * PAGE, f.buf);
+    f.sim.checkRefs(f.buf, 4n * PAGE, 1);
+    f.sim.checkRefs(f.buf + 4n * PAGE, 4n * PAGE, 0);
+    expectErrno('EIO', () => f.sim.checkRefs(f.buf, 4n * PAGE, 2), 'wrong count');
+    expectErrno('EIO', () => f.sim.checkRefs(f.buf, 8n * PAGE, 1), 'mixed counts');
+    expectErrno('EINVAL', () => f.sim.checkMap(hwpt, iova, 4n * PAGE, f.buf + PAGE), 'another address');
+    expectErrno('EINVAL', () => f.sim.checkMap(hwpt, iova, 8n * PAGE, f.buf), 'past the area');
+    expectErrno('EINVAL', () => f.sim.checkMap(hwpt, iova + 1n, MOCK_PAGE, f.buf), 'unaligned');
+    expectErrno('ENOENT', () => f.sim.checkMap(ioas, iova, PAGE, f.buf), 'an IOAS id is not a HWPT');
+    expectErrno('EINVAL', () => f.sim.checkRefs(f.buf + 1n, PAGE, 1), 'unaligned uptr');
     // A second map of the same memory is a second iopt_pages: pinned twice.
-    const iova2 = sim.map(ioas, buf, 2n * PAGE);
-    sim.checkRefs(buf, 2n * PAGE, 2);
-    expect(sim.kernel.mem.locked).to.equal(6n * PAGE);
-    sim.unmap(ioas, iova2, 2n * PAGE);
-    sim.unmap(ioas, iova, 4n * PAGE);
-    sim.checkRefs(buf, 8n * PAGE, 0);
-    expect(sim.kernel.mem.locked).to.equal(0n);
+    const iova2 = f.sim.map(ioas, f.buf, 2n * PAGE);
+    f.sim.checkRefs(f.buf, 2n * PAGE, 2);
+    expect(f.sim.kernel.mem.locked).to.equal(6n * PAGE);
+    f.sim.unmap(ioas, iova2, 2n * PAGE);
+    f.sim.unmap(ioas, iova, 4n * PAGE);
+    f.sim.checkRefs(f.buf, 8n * PAGE, 0);
+    expect(f.sim.kernel.mem.locked).to.equal(0n);
   });
 
   it('selftest all_aligns: sub-page starts and lengths in MOCK_IO_PAGE_SIZE steps map, check and unmap', function () {
-    const ioas = sim.ioasAlloc();
-    const { hwpt } = sim.mockDomain(ioas);
+    const ioas = f.sim.ioasAlloc();
+    const { hwpt } = f.sim.mockDomain(ioas);
     const size = 8n * PAGE;
     for (let start = 0n; start < size; start += MOCK_PAGE * 3n) {
       for (let end = start + MOCK_PAGE; end < size; end += MOCK_PAGE * 5n) {
-        const iova = sim.map(ioas, buf + start, end - start);
-        sim.checkMap(hwpt, iova, end - start, buf + start);
+        const iova = f.sim.map(ioas, f.buf + start, end - start);
+        f.sim.checkMap(hwpt, iova, end - start, f.buf + start);
         const first = (start / PAGE) * PAGE;
         const lastPage = ((end - 1n) / PAGE + 1n) * PAGE;
-        sim.checkRefs(buf + first, lastPage - first, 1);
-        sim.unmap(ioas, iova, end - start);
+        f.sim.checkRefs(f.buf + first, lastPage - first, 1);
+        f.sim.unmap(ioas, iova, end - start);
       }
     }
-    sim.checkRefs(buf, size, 0);
+    f.sim.checkRefs(f.buf, size, 0);
     // Lengths that are not MOCK_IO_PAGE_SIZE multiples are EINVAL (selftest ioas_iova_alloc).
-    expectErrno('EINVAL', () => sim.map(ioas, buf, 100n));
-    expectErrno('EINVAL', () => sim.map(ioas, buf, PAGE, MOCK_START + 1n), 'unaligned IOVA');
-    expectErrno('EINVAL', () => sim.map(ioas, buf + 0x100n, PAGE, MOCK_START), 'unaligned page offset');
-    expectErrno('EINVAL', () => sim.map(ioas, buf, PAGE, 0x1000n), 'below the aperture (reserved)');
+    expectErrno('EINVAL', () => f.sim.map(ioas, f.buf, 100n));
+    expectErrno('EINVAL', () => f.sim.map(ioas, f.buf, PAGE, MOCK_START + 1n), 'unaligned IOVA');
+    expectErrno('EINVAL', () => f.sim.map(ioas, f.buf + 0x100n, PAGE, MOCK_START), 'unaligned page offset');
+    expectErrno('EINVAL', () => f.sim.map(ioas, f.buf, PAGE, 0x1000n), 'below the aperture (reserved)');
   });
 
   it('COPY pins the shared pages once (B5 #13), wherever the domains are', function () {
-    const src = sim.ioasAlloc();
-    const dst = sim.ioasAlloc();
-    sim.mockDomain(src);
-    const { hwpt } = sim.mockDomain(dst);
-    const iova = sim.map(src, buf, 4n * PAGE);
+    const src = f.sim.ioasAlloc();
+    const dst = f.sim.ioasAlloc();
+    f.sim.mockDomain(src);
+    const { hwpt } = f.sim.mockDomain(dst);
+    const iova = f.sim.map(src, f.buf, 4n * PAGE);
     const c = iommu_ioas_copy.view().reset();
     c.flags = RW | F.FIXED_IOVA;
     c.src_ioas_id = src;
@@ -193,87 +183,87 @@ describe('sim iommufd: mock domains (selftest)', function () {
     c.src_iova = iova;
     c.dst_iova = MOCK_START + 0x10_0000n;
     c.length = 4n * PAGE;
-    sim.port.ioctl(sim.fd, IOMMU_IOAS_COPY, c.bytes);
-    sim.checkMap(hwpt, c.dst_iova, 4n * PAGE, buf);
-    sim.checkRefs(buf, 4n * PAGE, 1);
-    expect(sim.kernel.mem.locked).to.equal(4n * PAGE);
-    sim.unmap(src, iova, 4n * PAGE);
-    sim.checkRefs(buf, 4n * PAGE, 1); // the copy still holds them
-    sim.unmap(dst, c.dst_iova, 4n * PAGE);
-    sim.checkRefs(buf, 4n * PAGE, 0);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_COPY, c.bytes);
+    f.sim.checkMap(hwpt, c.dst_iova, 4n * PAGE, f.buf);
+    f.sim.checkRefs(f.buf, 4n * PAGE, 1);
+    expect(f.sim.kernel.mem.locked).to.equal(4n * PAGE);
+    f.sim.unmap(src, iova, 4n * PAGE);
+    f.sim.checkRefs(f.buf, 4n * PAGE, 1); // the copy still holds them
+    f.sim.unmap(dst, c.dst_iova, 4n * PAGE);
+    f.sim.checkRefs(f.buf, 4n * PAGE, 0);
   });
 
   it('pinning at map time: EFAULT for unmapped memory, even halfway (selftest basic, B5 #11); read-only memory mapped WRITEABLE is EFAULT', function () {
-    const ioas = sim.ioasAlloc();
-    sim.mockDomain(ioas);
-    const half = sim.scratch(8n * PAGE);
-    sim.port.munmap(half + 4n * PAGE, 4n * PAGE);
-    expectErrno('EFAULT', () => sim.map(ioas, half, 8n * PAGE), 'half unmapped');
-    const ro = sim.memfd(PAGE, PROT.READ);
-    expectErrno('EFAULT', () => sim.map(ioas, ro, PAGE), 'FOLL_WRITE on read-only');
-    sim.map(ioas, ro, PAGE, undefined, F.READABLE);
-    sim.checkRefs(ro, PAGE, 1);
-    expect(sim.iovaRanges(ioas).ranges.length).to.equal(1);
-    sim.unmap(ioas, 0n, U64_MAX);
-    expect(sim.kernel.mem.pinCount).to.equal(0);
+    const ioas = f.sim.ioasAlloc();
+    f.sim.mockDomain(ioas);
+    const half = f.sim.scratch(8n * PAGE);
+    f.sim.port.munmap(half + 4n * PAGE, 4n * PAGE);
+    expectErrno('EFAULT', () => f.sim.map(ioas, half, 8n * PAGE), 'half unmapped');
+    const ro = f.sim.memfd(PAGE, PROT.READ);
+    expectErrno('EFAULT', () => f.sim.map(ioas, ro, PAGE), 'FOLL_WRITE on read-only');
+    f.sim.map(ioas, ro, PAGE, undefined, F.READABLE);
+    f.sim.checkRefs(ro, PAGE, 1);
+    expect(f.sim.iovaRanges(ioas).ranges.length).to.equal(1);
+    f.sim.unmap(ioas, 0n, U64_MAX);
+    expect(f.sim.kernel.mem.pinCount).to.equal(0);
   });
 
   it('B5 #11 (fork_gone): a lazy map of memory that went away fails the attach with EFAULT; nothing changes', function () {
-    const ioas = sim.ioasAlloc();
-    const gone = sim.scratch(4n * PAGE);
-    sim.map(ioas, gone, 4n * PAGE, MOCK_START);
-    sim.port.munmap(gone, 4n * PAGE);
-    expectErrno('EFAULT', () => sim.mockDomain(ioas));
-    expect(sim.iovaRanges(ioas).alignment, 'no domain left behind').to.equal(1n);
-    expect(sim.ioasAlloc(), 'ids of the aborted objects are free again').to.equal(2);
-    expect(sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE);
+    const ioas = f.sim.ioasAlloc();
+    const gone = f.sim.scratch(4n * PAGE);
+    f.sim.map(ioas, gone, 4n * PAGE, MOCK_START);
+    f.sim.port.munmap(gone, 4n * PAGE);
+    expectErrno('EFAULT', () => f.sim.mockDomain(ioas));
+    expect(f.sim.iovaRanges(ioas).alignment, 'no domain left behind').to.equal(1n);
+    expect(f.sim.ioasAlloc(), 'ids of the aborted objects are free again').to.equal(2);
+    expect(f.sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE);
   });
 
   it('B5 #10: RLIMIT_MEMLOCK exceeded -> ENOMEM at map (with a domain) and at attach (lazy maps); the failed call leaves nothing', function () {
-    sim.port.setrlimit(RLIMIT.MEMLOCK, { cur: 4n * PAGE, max: sim.port.getrlimit(RLIMIT.MEMLOCK).max });
-    const ioas = sim.ioasAlloc();
-    sim.map(ioas, buf, 3n * PAGE, MOCK_START);
-    sim.map(ioas, buf, 3n * PAGE, MOCK_START + 0x10_0000n);
-    expectErrno('ENOMEM', () => sim.mockDomain(ioas), 'attach pins 6 pages');
-    expect(sim.kernel.mem.locked).to.equal(0n);
-    sim.unmap(ioas, MOCK_START + 0x10_0000n, 3n * PAGE);
-    sim.mockDomain(ioas);
-    expect(sim.kernel.mem.locked).to.equal(3n * PAGE);
-    expectErrno('ENOMEM', () => sim.map(ioas, buf, 2n * PAGE), 'map beyond the limit');
-    sim.map(ioas, buf, PAGE);
-    expect(sim.kernel.mem.locked).to.equal(4n * PAGE);
+    f.sim.port.setrlimit(RLIMIT.MEMLOCK, { cur: 4n * PAGE, max: f.sim.port.getrlimit(RLIMIT.MEMLOCK).max });
+    const ioas = f.sim.ioasAlloc();
+    f.sim.map(ioas, f.buf, 3n * PAGE, MOCK_START);
+    f.sim.map(ioas, f.buf, 3n * PAGE, MOCK_START + 0x10_0000n);
+    expectErrno('ENOMEM', () => f.sim.mockDomain(ioas), 'attach pins 6 pages');
+    expect(f.sim.kernel.mem.locked).to.equal(0n);
+    f.sim.unmap(ioas, MOCK_START + 0x10_0000n, 3n * PAGE);
+    f.sim.mockDomain(ioas);
+    expect(f.sim.kernel.mem.locked).to.equal(3n * PAGE);
+    expectErrno('ENOMEM', () => f.sim.map(ioas, f.buf, 2n * PAGE), 'map beyond the limit');
+    f.sim.map(ioas, f.buf, PAGE);
+    expect(f.sim.kernel.mem.locked).to.equal(4n * PAGE);
   });
 
   it('B5 #12: device memory (VM_PFNMAP) cannot be pinned: EFAULT at map with a domain, at attach without', function () {
-    const bar = sim.scratch(PAGE);
-    sim.kernel.mem.addVma({ start: bar, end: bar + PAGE, prot: PROT.READ | PROT.WRITE, pfnmap: true });
-    const a = sim.ioasAlloc();
-    sim.mockDomain(a);
-    expectErrno('EFAULT', () => sim.map(a, bar, PAGE));
-    const b = sim.ioasAlloc();
-    sim.map(b, bar, PAGE, MOCK_START);
-    expectErrno('EFAULT', () => sim.mockDomain(b));
+    const bar = f.sim.scratch(PAGE);
+    f.sim.kernel.mem.addVma({ start: bar, end: bar + PAGE, prot: PROT.READ | PROT.WRITE, pfnmap: true });
+    const a = f.sim.ioasAlloc();
+    f.sim.mockDomain(a);
+    expectErrno('EFAULT', () => f.sim.map(a, bar, PAGE));
+    const b = f.sim.ioasAlloc();
+    f.sim.map(b, bar, PAGE, MOCK_START);
+    expectErrno('EFAULT', () => f.sim.mockDomain(b));
   });
 
   it('attach: areas outside the aperture or misaligned -> EADDRINUSE (B5 #18); unknown pt -> ENOENT; a device object is no pt -> EINVAL', function () {
-    const ioas = sim.ioasAlloc();
-    sim.map(ioas, buf, PAGE, 0x1000n);
-    expectErrno('EADDRINUSE', () => sim.mockDomain(ioas), 'area below the mock aperture');
-    sim.unmap(ioas, 0n, U64_MAX);
-    sim.map(ioas, buf + 0x10n, 0x100n, MOCK_START + 0x10n);
-    expectErrno('EADDRINUSE', () => sim.mockDomain(ioas), 'byte-granular area');
-    sim.unmap(ioas, 0n, U64_MAX);
-    expectErrno('ENOENT', () => sim.mockDomain(99));
-    const { idev } = sim.mockDomain(ioas);
-    expectErrno('EINVAL', () => sim.mockDomain(idev), 'attach to a device id');
+    const ioas = f.sim.ioasAlloc();
+    f.sim.map(ioas, f.buf, PAGE, 0x1000n);
+    expectErrno('EADDRINUSE', () => f.sim.mockDomain(ioas), 'area below the mock aperture');
+    f.sim.unmap(ioas, 0n, U64_MAX);
+    f.sim.map(ioas, f.buf + 0x10n, 0x100n, MOCK_START + 0x10n);
+    expectErrno('EADDRINUSE', () => f.sim.mockDomain(ioas), 'byte-granular area');
+    f.sim.unmap(ioas, 0n, U64_MAX);
+    expectErrno('ENOENT', () => f.sim.mockDomain(99));
+    const { idev } = f.sim.mockDomain(ioas);
+    expectErrno('EINVAL', () => f.sim.mockDomain(idev), 'attach to a device id');
   });
 
   it('MOCK_DOMAIN_REPLACE: to another IOAS frees the old auto HWPT; to a HWPT and back (selftest replace, alloc_hwpt)', function () {
-    const ioas = sim.ioasAlloc();
-    const m = sim.mockDomain(ioas);
-    const other = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
+    const m = f.sim.mockDomain(ioas);
+    const other = f.sim.ioasAlloc();
     const replace = (pt: number) =>
-      sim.testCmd(iommu_test_cmd_mock_domain_replace, IOMMU_TEST_OP.MOCK_DOMAIN_REPLACE, m.stdev, (v) => {
+      f.sim.testCmd(iommu_test_cmd_mock_domain_replace, IOMMU_TEST_OP.MOCK_DOMAIN_REPLACE, m.stdev, (v) => {
         v.pt_id = pt;
       }).pt_id;
     const newHwpt = replace(other);
@@ -284,27 +274,27 @@ describe('sim iommufd: mock domains (selftest)', function () {
     const a = iommu_hwpt_alloc.view().reset();
     a.dev_id = m.idev;
     a.pt_id = ioas;
-    sim.port.ioctl(sim.fd, IOMMU_HWPT_ALLOC, a.bytes);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_ALLOC, a.bytes);
     const manual = a.out_hwpt_id;
     expect(replace(manual)).to.equal(manual);
-    expectErrno('EBUSY', () => sim.destroy(manual));
+    expectErrno('EBUSY', () => f.sim.destroy(manual));
     const back = replace(ioas);
     expect(back).to.not.equal(manual, 'a manual HWPT is never picked automatically');
-    sim.destroy(manual);
+    f.sim.destroy(manual);
     expectErrno('ENOENT', () => replace(99));
     expectErrno('ENOENT', () =>
-      sim.testCmd(iommu_test_cmd_mock_domain_replace, IOMMU_TEST_OP.MOCK_DOMAIN_REPLACE, m.idev, (v) => {
+      f.sim.testCmd(iommu_test_cmd_mock_domain_replace, IOMMU_TEST_OP.MOCK_DOMAIN_REPLACE, m.idev, (v) => {
         v.pt_id = ioas;
       }),
     );
-    sim.destroy(m.stdev);
-    sim.destroy(other);
-    sim.destroy(ioas);
+    f.sim.destroy(m.stdev);
+    f.sim.destroy(other);
+    f.sim.destroy(ioas);
   });
 
   it('HWPT_ALLOC: EOPNOTSUPP flags/__reserved, EINVAL data/pt, ENOENT device; NEST_PARENT on the mock; an unattached HWPT still pins', function () {
-    const ioas = sim.ioasAlloc();
-    const m = sim.mockDomain(ioas);
+    const ioas = f.sim.ioasAlloc();
+    const m = f.sim.mockDomain(ioas);
     const req = (flags = 0, pt = ioas, dev = m.idev) => {
       const a = iommu_hwpt_alloc.view().reset();
       a.flags = flags;
@@ -312,7 +302,7 @@ describe('sim iommufd: mock domains (selftest)', function () {
       a.pt_id = pt;
       return a;
     };
-    const call = (a: ReturnType<typeof req>) => () => sim.port.ioctl(sim.fd, IOMMU_HWPT_ALLOC, a.bytes);
+    const call = (a: ReturnType<typeof req>) => () => f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_ALLOC, a.bytes);
     expectErrno('EOPNOTSUPP', call(req(~HF.ALLOC_NEST_PARENT >>> 0)), 'flags');
     expectErrno('EOPNOTSUPP', call(req(HF.FAULT_ID_VALID)), 'FAULT_ID_VALID on a paging HWPT');
     const r = req();
@@ -330,220 +320,216 @@ describe('sim iommufd: mock domains (selftest)', function () {
     expectErrno('EOPNOTSUPP', call(req(0, m.hwpt)), 'nested without data');
     const np = req(HF.ALLOC_NEST_PARENT);
     call(np)();
-    const buf2 = sim.ioasAlloc();
-    sim.map(buf2, buf, PAGE, MOCK_START);
+    const buf2 = f.sim.ioasAlloc();
+    f.sim.map(buf2, f.buf, PAGE, MOCK_START);
     const onOther = req(0, buf2);
     call(onOther)();
-    sim.checkRefs(buf, PAGE, 1);
-    sim.destroy(onOther.out_hwpt_id);
-    sim.checkRefs(buf, PAGE, 0);
-    sim.destroy(np.out_hwpt_id);
+    f.sim.checkRefs(f.buf, PAGE, 1);
+    f.sim.destroy(onOther.out_hwpt_id);
+    f.sim.checkRefs(f.buf, PAGE, 0);
+    f.sim.destroy(np.out_hwpt_id);
   });
 
   it('GET_HW_INFO on a mock device: selftest type and register, data_len written back, trailing bytes zeroed', function () {
-    const ioas = sim.ioasAlloc();
-    const m = sim.mockDomain(ioas);
-    const out = sim.scratch();
-    sim.bytes(out, 16).fill(0xaa);
+    const ioas = f.sim.ioasAlloc();
+    const m = f.sim.mockDomain(ioas);
+    const out = f.sim.scratch();
+    f.sim.bytes(out, 16).fill(0xaa);
     const h = iommu_hw_info.view().reset();
     h.dev_id = m.idev;
     h.data_len = 16;
     h.data_uptr = out;
-    sim.port.ioctl(sim.fd, IOMMU_GET_HW_INFO, h.bytes);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_GET_HW_INFO, h.bytes);
     expect(h.out_data_type).to.equal(0xfeedbeef);
     expect(h.data_len).to.equal(8);
     expect(h.out_capabilities).to.equal(1n);
-    const v = new DataView(sim.bytes(out, 16).slice().buffer);
+    const v = new DataView(f.sim.bytes(out, 16).slice().buffer);
     expect(v.getUint32(4, true)).to.equal(0xdeadbeef);
     expect(v.getBigUint64(8, true)).to.equal(0n);
   });
 });
 
 describe('sim iommufd: a VT-d device bound like a VFIO cdev', function () {
-  let sim: Sim;
-  let buf: bigint;
+  const f = Sim.fixture({ buf: 64n * PAGE, checkPins: true, checkLocked: true });
   let dev: FakeDevice;
   beforeEach(function () {
-    sim = new Sim();
-    buf = sim.memfd(64n * PAGE);
-    dev = new FakeDevice(sim.kernel.topology);
-  });
-  afterEach(function () {
-    sim.close();
-    expect(sim.kernel.mem.pinCount).to.equal(0);
-    expect(sim.kernel.mem.locked).to.equal(0n);
+    dev = new FakeDevice(f.sim.kernel.topology);
   });
 
   it('attach makes an auto HWPT: alignment 4 KiB, aperture 39 bits, MSI window reserved; detach undoes it', function () {
-    const f = sim.file();
-    const ioas = sim.ioasAlloc();
-    const devId = f.bindDevice(dev);
+    const file = f.sim.file();
+    const ioas = f.sim.ioasAlloc();
+    const devId = file.bindDevice(dev);
     expect(devId).to.equal(2);
-    const pt = f.attachDevice(devId, ioas);
+    const pt = file.attachDevice(devId, ioas);
     expect(pt).to.equal(3);
-    expect(sim.iovaRanges(ioas)).to.deep.equal({
+    expect(f.sim.iovaRanges(ioas)).to.deep.equal({
       ranges: [
         [0n, MSI_START - 1n],
         [MSI_LAST + 1n, VTD_LAST],
       ],
       alignment: PAGE,
     });
-    expectErrno('EINVAL', () => sim.map(ioas, buf, PAGE, MSI_START), 'MSI window (B5 #15)');
-    expectErrno('EINVAL', () => sim.map(ioas, buf, PAGE, 1n << 39n), 'beyond the aperture');
-    expectErrno('EINVAL', () => sim.map(ioas, buf, 0x800n), 'sub-page length');
+    expectErrno('EINVAL', () => f.sim.map(ioas, f.buf, PAGE, MSI_START), 'MSI window (B5 #15)');
+    expectErrno('EINVAL', () => f.sim.map(ioas, f.buf, PAGE, 1n << 39n), 'beyond the aperture');
+    expectErrno('EINVAL', () => f.sim.map(ioas, f.buf, 0x800n), 'sub-page length');
     // Attaching again is a replace onto the same HWPT: nothing changes.
-    expect(f.attachDevice(devId, ioas)).to.equal(pt);
-    f.detachDevice(devId);
-    expect(sim.iovaRanges(ioas)).to.deep.equal({ ranges: [[0n, U64_MAX]], alignment: 1n });
-    expectErrno('ENOENT', () => sim.destroy(pt), 'auto HWPT gone with the device');
-    f.unbindDevice(devId);
+    expect(file.attachDevice(devId, ioas)).to.equal(pt);
+    file.detachDevice(devId);
+    expect(f.sim.iovaRanges(ioas)).to.deep.equal({ ranges: [[0n, U64_MAX]], alignment: 1n });
+    expectErrno('ENOENT', () => f.sim.destroy(pt), 'auto HWPT gone with the device');
+    file.unbindDevice(devId);
   });
 
   it('DMA goes through the translator: IOVA -> user VA, null when unmapped or writing a read-only mapping; blocked after detach', function () {
-    const f = sim.file();
-    const ioas = sim.ioasAlloc();
-    const devId = f.bindDevice(dev);
+    const file = f.sim.file();
+    const ioas = f.sim.ioasAlloc();
+    const devId = file.bindDevice(dev);
     expect(dev.translator).to.equal(null);
-    f.attachDevice(devId, ioas);
-    const iova = sim.map(ioas, buf, 4n * PAGE, 0x10_0000n);
-    sim.map(ioas, buf + 8n * PAGE, PAGE, 0x10_4000n); // contiguous IOVA, not contiguous VA
-    sim.map(ioas, buf, PAGE, 0x20_0000n, F.READABLE);
+    file.attachDevice(devId, ioas);
+    const iova = f.sim.map(ioas, f.buf, 4n * PAGE, 0x10_0000n);
+    f.sim.map(ioas, f.buf + 8n * PAGE, PAGE, 0x10_4000n); // contiguous IOVA, not contiguous VA
+    f.sim.map(ioas, f.buf, PAGE, 0x20_0000n, F.READABLE);
     const t = dev.translator!;
-    expect(t.translate(iova + 0x123n, 16, true)).to.equal(buf + 0x123n);
-    expect(t.translate(iova + 4n * PAGE - 8n, 8, false)).to.equal(buf + 4n * PAGE - 8n);
+    expect(t.translate(iova + 0x123n, 16, true)).to.equal(f.buf + 0x123n);
+    expect(t.translate(iova + 4n * PAGE - 8n, 8, false)).to.equal(f.buf + 4n * PAGE - 8n);
     expect(t.translate(iova + 4n * PAGE - 8n, 16, false), 'spans areas with a VA jump').to.equal(null);
     expect(t.translate(0x30_0000n, 4, false), 'unmapped').to.equal(null);
-    expect(t.translate(0x20_0000n, 4, false)).to.equal(buf);
+    expect(t.translate(0x20_0000n, 4, false)).to.equal(f.buf);
     expect(t.translate(0x20_0000n, 4, true), 'write to a read-only mapping').to.equal(null);
-    f.detachDevice(devId);
+    file.detachDevice(devId);
     expect(dev.translator).to.equal(null);
     expect(t.translate(iova, 4, false), 'a stale translator blocks too').to.equal(null);
-    f.unbindDevice(devId);
-    sim.unmap(ioas, 0n, U64_MAX);
+    file.unbindDevice(devId);
+    f.sim.unmap(ioas, 0n, U64_MAX);
   });
 
   it('B5 #18: an area in the MSI window -> EADDRINUSE at attach; a mock HWPT for a VT-d device -> EINVAL; bad pt -> ENOENT', function () {
-    const f = sim.file();
-    const ioas = sim.ioasAlloc();
-    sim.map(ioas, buf, PAGE, MSI_START + PAGE);
-    const devId = f.bindDevice(dev);
-    expectErrno('EADDRINUSE', () => f.attachDevice(devId, ioas), 'MSI window');
-    sim.unmap(ioas, 0n, U64_MAX);
-    const m = sim.mockDomain(ioas);
+    const file = f.sim.file();
+    const ioas = f.sim.ioasAlloc();
+    f.sim.map(ioas, f.buf, PAGE, MSI_START + PAGE);
+    const devId = file.bindDevice(dev);
+    expectErrno('EADDRINUSE', () => file.attachDevice(devId, ioas), 'MSI window');
+    f.sim.unmap(ioas, 0n, U64_MAX);
+    const m = f.sim.mockDomain(ioas);
     // An auto HWPT of another driver is skipped (EINVAL = incompatible), a fresh one is made.
-    const pt = f.attachDevice(devId, ioas);
+    const pt = file.attachDevice(devId, ioas);
     expect(pt).to.not.equal(m.hwpt);
-    f.detachDevice(devId);
-    expectErrno('EINVAL', () => f.attachDevice(devId, m.hwpt), 'mock HWPT');
-    expectErrno('ENOENT', () => f.attachDevice(devId, 99));
-    f.unbindDevice(devId);
+    file.detachDevice(devId);
+    expectErrno('EINVAL', () => file.attachDevice(devId, m.hwpt), 'mock HWPT');
+    expectErrno('ENOENT', () => file.attachDevice(devId, 99));
+    file.unbindDevice(devId);
   });
 
   it('B5 #25: DIRTY_TRACKING HWPT on an IOMMU without it -> EOPNOTSUPP; GET_HW_INFO reports VT-d registers', function () {
-    const f = sim.file();
-    const ioas = sim.ioasAlloc();
-    const devId = f.bindDevice(dev);
+    const file = f.sim.file();
+    const ioas = f.sim.ioasAlloc();
+    const devId = file.bindDevice(dev);
     const a = iommu_hwpt_alloc.view().reset();
     a.flags = HF.ALLOC_DIRTY_TRACKING;
     a.dev_id = devId;
     a.pt_id = ioas;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_HWPT_ALLOC, a.bytes));
+    expectErrno('EOPNOTSUPP', () => f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_ALLOC, a.bytes));
     a.flags = HF.ALLOC_NEST_PARENT;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_HWPT_ALLOC, a.bytes), 'no nesting (ecap)');
-    const out = sim.scratch();
+    expectErrno(
+      'EOPNOTSUPP',
+      () => f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_ALLOC, a.bytes),
+      'no nesting (ecap)',
+    );
+    const out = f.sim.scratch();
     const h = iommu_hw_info.view().reset();
     h.dev_id = devId;
     h.data_len = 8; // shorter than iommu_hw_info_vtd: copies 8, reports 24
     h.data_uptr = out;
-    sim.port.ioctl(sim.fd, IOMMU_GET_HW_INFO, h.bytes);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_GET_HW_INFO, h.bytes);
     expect(h.out_data_type).to.equal(IOMMU_HW_INFO_TYPE.INTEL_VTD);
     expect(h.data_len).to.equal(24);
     expect(h.out_capabilities).to.equal(0n);
-    const v = new DataView(sim.bytes(out, 24).slice().buffer);
+    const v = new DataView(f.sim.bytes(out, 24).slice().buffer);
     expect(v.getUint32(0, true), 'ERRATA_772415_SPR17 flag').to.equal(1);
     expect(v.getBigUint64(8, true), 'not copied beyond data_len').to.equal(0n);
     h.data_len = 24;
-    sim.port.ioctl(sim.fd, IOMMU_GET_HW_INFO, h.bytes);
-    expect(new DataView(sim.bytes(out, 24).slice().buffer).getBigUint64(8, true)).to.equal(
-      sim.kernel.topology.iommu.cap_reg,
+    f.sim.port.ioctl(f.sim.fd, IOMMU_GET_HW_INFO, h.bytes);
+    expect(new DataView(f.sim.bytes(out, 24).slice().buffer).getBigUint64(8, true)).to.equal(
+      f.sim.kernel.topology.iommu.cap_reg,
     );
     h.data_uptr = 8n;
-    expectErrno('EFAULT', () => sim.port.ioctl(sim.fd, IOMMU_GET_HW_INFO, h.bytes), 'bad pointer');
+    expectErrno('EFAULT', () => f.sim.port.ioctl(f.sim.fd, IOMMU_GET_HW_INFO, h.bytes), 'bad pointer');
     h.flags = 1;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_GET_HW_INFO, h.bytes), 'flags');
+    expectErrno('EOPNOTSUPP', () => f.sim.port.ioctl(f.sim.fd, IOMMU_GET_HW_INFO, h.bytes), 'flags');
     h.flags = 0;
     h.bytes[29] = 1;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_GET_HW_INFO, h.bytes), '__reserved');
+    expectErrno('EOPNOTSUPP', () => f.sim.port.ioctl(f.sim.fd, IOMMU_GET_HW_INFO, h.bytes), '__reserved');
     h.bytes[29] = 0;
     h.dev_id = ioas;
-    expectErrno('ENOENT', () => sim.port.ioctl(sim.fd, IOMMU_GET_HW_INFO, h.bytes), 'not a device');
-    f.unbindDevice(devId);
+    expectErrno('ENOENT', () => f.sim.port.ioctl(f.sim.fd, IOMMU_GET_HW_INFO, h.bytes), 'not a device');
+    file.unbindDevice(devId);
   });
 
   it('group ownership: a device bound to one iommufd is EBUSY for another; the pair of group 3 shares one HWPT', function () {
     // Another context of the same kernel: a second open of /dev/iommu.
-    const fd2 = sim.port.open('/dev/iommu', 2);
-    const f2 = sim.file(fd2);
-    const f = sim.file();
-    const devId = f.bindDevice(dev);
+    const fd2 = f.sim.port.open('/dev/iommu', 2);
+    const f2 = f.sim.file(fd2);
+    const file = f.sim.file();
+    const devId = file.bindDevice(dev);
     expectErrno('EBUSY', () => f2.bindDevice(dev), 'group owned by the first context');
-    f.unbindDevice(devId);
+    file.unbindDevice(devId);
     const id2 = f2.bindDevice(dev);
     f2.unbindDevice(id2);
-    sim.port.close(fd2);
+    f.sim.port.close(fd2);
     // Group 3: functions 05.0 and 05.1. One attach sets the group's domain; the sibling must follow it.
-    const a = new FakeDevice(sim.kernel.topology, 2);
-    const b = new FakeDevice(sim.kernel.topology, 3);
-    const ioas1 = sim.ioasAlloc();
-    const ioas2 = sim.ioasAlloc();
-    const ia = f.bindDevice(a);
-    const ib = f.bindDevice(b);
-    const pt = f.attachDevice(ia, ioas1);
+    const a = new FakeDevice(f.sim.kernel.topology, 2);
+    const b = new FakeDevice(f.sim.kernel.topology, 3);
+    const ioas1 = f.sim.ioasAlloc();
+    const ioas2 = f.sim.ioasAlloc();
+    const ia = file.bindDevice(a);
+    const ib = file.bindDevice(b);
+    const pt = file.attachDevice(ia, ioas1);
     expect(b.translator, 'the whole group translates').to.not.equal(null);
-    expectErrno('EINVAL', () => f.attachDevice(ib, ioas2), 'sibling to another IOAS');
-    expect(f.attachDevice(ib, ioas1)).to.equal(pt);
-    f.unbindDevice(ia);
+    expectErrno('EINVAL', () => file.attachDevice(ib, ioas2), 'sibling to another IOAS');
+    expect(file.attachDevice(ib, ioas1)).to.equal(pt);
+    file.unbindDevice(ia);
     expect(b.translator).to.not.equal(null);
-    f.unbindDevice(ib);
+    file.unbindDevice(ib);
     expect(b.translator).to.equal(null);
   });
 
   it('closing the iommufd while a device is bound keeps everything until the device unbinds', function () {
-    const f = sim.file();
-    const ioas = sim.ioasAlloc();
-    const devId = f.bindDevice(dev);
-    f.attachDevice(devId, ioas);
-    sim.map(ioas, buf, 4n * PAGE, 0x10_0000n);
-    sim.close();
-    expect(sim.kernel.mem.pinCount, 'the device still holds the context').to.be.above(0);
-    expect(dev.translator!.translate(0x10_0000n, 8, true)).to.equal(buf);
-    f.unbindDevice(devId);
-    expect(sim.kernel.mem.pinCount).to.equal(0);
-    expect(sim.kernel.mem.locked).to.equal(0n);
+    const file = f.sim.file();
+    const ioas = f.sim.ioasAlloc();
+    const devId = file.bindDevice(dev);
+    file.attachDevice(devId, ioas);
+    f.sim.map(ioas, f.buf, 4n * PAGE, 0x10_0000n);
+    f.sim.close();
+    expect(f.sim.kernel.mem.pinCount, 'the device still holds the context').to.be.above(0);
+    expect(dev.translator!.translate(0x10_0000n, 8, true)).to.equal(f.buf);
+    file.unbindDevice(devId);
+    expect(f.sim.kernel.mem.pinCount).to.equal(0);
+    expect(f.sim.kernel.mem.locked).to.equal(0n);
     // Reopen for afterEach.
-    (sim as unknown as { fd: number }).fd = sim.port.open('/dev/iommu', 2);
+    (f.sim as unknown as { fd: number }).fd = f.sim.port.open('/dev/iommu', 2);
   });
 
   it('release destroys everything: pins and locked memory back to 0, translators cleared', function () {
-    const ioas = sim.ioasAlloc();
-    const m = sim.mockDomain(ioas);
-    sim.map(ioas, buf, 16n * PAGE);
-    const ioas2 = sim.ioasAlloc();
-    sim.map(ioas2, buf, 16n * PAGE, 0x1000n);
+    const ioas = f.sim.ioasAlloc();
+    const m = f.sim.mockDomain(ioas);
+    f.sim.map(ioas, f.buf, 16n * PAGE);
+    const ioas2 = f.sim.ioasAlloc();
+    f.sim.map(ioas2, f.buf, 16n * PAGE, 0x1000n);
     const a = iommu_hwpt_alloc.view().reset();
     a.dev_id = m.idev;
     a.pt_id = ioas2;
     // The mock aperture starts at 16 MiB: the area below it is in the way.
-    expectErrno('EADDRINUSE', () => sim.port.ioctl(sim.fd, IOMMU_HWPT_ALLOC, a.bytes));
-    sim.unmap(ioas2, 0n, U64_MAX);
-    sim.map(ioas2, buf, 16n * PAGE, MOCK_START);
-    sim.port.ioctl(sim.fd, IOMMU_HWPT_ALLOC, a.bytes);
-    expect(sim.kernel.mem.pinCount).to.equal(2);
-    expect(sim.kernel.mem.locked).to.equal(32n * PAGE);
-    sim.close();
-    expect(sim.kernel.mem.pinCount).to.equal(0);
-    expect(sim.kernel.mem.locked).to.equal(0n);
-    (sim as unknown as { fd: number }).fd = sim.port.open('/dev/iommu', 2);
+    expectErrno('EADDRINUSE', () => f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_ALLOC, a.bytes));
+    f.sim.unmap(ioas2, 0n, U64_MAX);
+    f.sim.map(ioas2, f.buf, 16n * PAGE, MOCK_START);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_ALLOC, a.bytes);
+    expect(f.sim.kernel.mem.pinCount).to.equal(2);
+    expect(f.sim.kernel.mem.locked).to.equal(32n * PAGE);
+    f.sim.close();
+    expect(f.sim.kernel.mem.pinCount).to.equal(0);
+    expect(f.sim.kernel.mem.locked).to.equal(0n);
+    (f.sim as unknown as { fd: number }).fd = f.sim.port.open('/dev/iommu', 2);
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * Shared helpers of the sim-iommufd specs: a same-thread simulated kernel with only the
- * iommufd driver, memory made through the port, the ioctls every spec repeats, the
- * selftest commands, and a fake VT-d device for the VFIO-cdev side of the binding.
+ * iommufd driver (and the per-test fixture that makes and checks one), memory made through
+ * the port, the ioctls every spec repeats, the selftest commands, and a fake VT-d device
+ * for the VFIO-cdev side of the binding.
  */
 import { expect } from 'chai';
 import { SyscallError } from '../src/port/errors.js';
@@ -91,6 +92,22 @@ export class FakeDevice implements IommuDevice {
   }
 }
 
+/** What {@link Sim.fixture} makes for each test and checks after it. */
+export interface SimFixtureOptions {
+  /** A memfd mapping of this many bytes: `buf`. */
+  buf?: bigint;
+  /** After each test, once the iommufd is closed: expect no page left pinned. */
+  checkPins?: boolean;
+  /** After each test, once the iommufd is closed: expect no locked_vm left. */
+  checkLocked?: boolean;
+}
+
+/** A fresh simulated kernel per test; its fields are set by the `beforeEach` hook. */
+export interface SimFixture {
+  readonly sim: Sim;
+  readonly buf: bigint;
+}
+
 /** One simulated kernel, a port on it and an open /dev/iommu, with helpers. */
 export class Sim {
   readonly kernel: SimKernel;
@@ -102,6 +119,26 @@ export class Sim {
     this.kernel = new SimKernel(topology, new LinuxPort(), [makeIommufdDriver({ mockIommu })]);
     this.port = SimPort.direct(this.kernel);
     this.fd = this.port.open('/dev/iommu', O.RDWR | O.CLOEXEC);
+  }
+
+  /**
+   * Registers, in the calling `describe`, a `beforeEach` that makes a new Sim (and `buf`,
+   * as `opts` asks) and an `afterEach` that closes its iommufd and checks what `opts`
+   * asks; returns the fixture those hooks fill in.
+   */
+  static fixture(opts: SimFixtureOptions = {}): SimFixture {
+    const f: { sim?: Sim; buf?: bigint } = {};
+    beforeEach(function () {
+      const sim = (f.sim = new Sim());
+      if (opts.buf) f.buf = sim.memfd(opts.buf);
+    });
+    afterEach(function () {
+      const sim = f.sim!;
+      sim.close();
+      if (opts.checkPins) expect(sim.kernel.mem.pinCount, 'pins left after close').to.equal(0);
+      if (opts.checkLocked) expect(sim.kernel.mem.locked, 'locked_vm left after close').to.equal(0n);
+    });
+    return f as SimFixture;
   }
 
   /** The IommufdFile behind an fd (the VFIO model's view). */

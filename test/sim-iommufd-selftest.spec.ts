@@ -48,18 +48,11 @@ import {
 import { expectErrno, FakeDevice, MOCK_PAGE, MOCK_START, PAGE, RW, Sim, U64_MAX } from './sim-iommufd-kit.js';
 
 describe('sim iommufd: dirty tracking with mock domains (selftest iommufd_dirty_tracking)', function () {
-  let sim: Sim;
-  let buf: bigint;
+  const f = Sim.fixture({ buf: 128n * PAGE, checkPins: true });
   let idev: number;
   let stdev: number;
   beforeEach(function () {
-    sim = new Sim();
-    buf = sim.memfd(128n * PAGE);
-    ({ idev, stdev } = sim.mockDomain(sim.ioasAlloc()));
-  });
-  afterEach(function () {
-    sim.close();
-    expect(sim.kernel.mem.pinCount).to.equal(0);
+    ({ idev, stdev } = f.sim.mockDomain(f.sim.ioasAlloc()));
   });
 
   function dirtyHwpt(ioas: number, flags: number = HF.ALLOC_DIRTY_TRACKING, dev = idev): number {
@@ -67,14 +60,14 @@ describe('sim iommufd: dirty tracking with mock domains (selftest iommufd_dirty_
     a.flags = flags;
     a.dev_id = dev;
     a.pt_id = ioas;
-    sim.port.ioctl(sim.fd, IOMMU_HWPT_ALLOC, a.bytes);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_ALLOC, a.bytes);
     return a.out_hwpt_id;
   }
   function setTracking(hwpt: number, on: boolean) {
     const s = iommu_hwpt_set_dirty_tracking.view().reset();
     s.hwpt_id = hwpt;
     s.flags = on ? 1 : 0;
-    sim.port.ioctl(sim.fd, IOMMU_HWPT_SET_DIRTY_TRACKING, s.bytes);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_SET_DIRTY_TRACKING, s.bytes);
   }
   function getBitmap(hwpt: number, iova: bigint, length: bigint, pageSize: bigint, data: bigint, flags = 0) {
     const g = iommu_hwpt_get_dirty_bitmap.view().reset();
@@ -84,33 +77,33 @@ describe('sim iommufd: dirty tracking with mock domains (selftest iommufd_dirty_
     g.page_size = pageSize;
     g.data = data;
     g.flags = flags;
-    sim.port.ioctl(sim.fd, IOMMU_HWPT_GET_DIRTY_BITMAP, g.bytes);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_GET_DIRTY_BITMAP, g.bytes);
   }
 
   it('enforce_dirty: a NO_DIRTY device cannot attach to a dirty HWPT (EINVAL) nor allocate one (EOPNOTSUPP) (B5 #25)', function () {
-    const ioas = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
     const hwpt = dirtyHwpt(ioas);
-    const ok = sim.mockDomain(hwpt);
-    expectErrno('EINVAL', () => sim.mockDomain(hwpt, MOCK_FLAGS_DEVICE.NO_DIRTY));
-    sim.destroy(ok.stdev);
-    sim.destroy(hwpt);
-    const other = sim.ioasAlloc();
-    const nd = sim.mockDomain(other, MOCK_FLAGS_DEVICE.NO_DIRTY);
+    const ok = f.sim.mockDomain(hwpt);
+    expectErrno('EINVAL', () => f.sim.mockDomain(hwpt, MOCK_FLAGS_DEVICE.NO_DIRTY));
+    f.sim.destroy(ok.stdev);
+    f.sim.destroy(hwpt);
+    const other = f.sim.ioasAlloc();
+    const nd = f.sim.mockDomain(other, MOCK_FLAGS_DEVICE.NO_DIRTY);
     expectErrno('EOPNOTSUPP', () => dirtyHwpt(other, HF.ALLOC_DIRTY_TRACKING, nd.idev));
-    expectErrno('EINVAL', () => sim.mockDomain(other, 1 << 5), 'unknown mock device flag');
+    expectErrno('EINVAL', () => f.sim.mockDomain(other, 1 << 5), 'unknown mock device flag');
   });
 
   it('DIRTY marks mapped pages, GET_DIRTY_BITMAP reports them and clears them unless NO_CLEAR', function () {
-    const ioas = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
     const length = 64n * MOCK_PAGE;
-    sim.map(ioas, buf, length, MOCK_START);
+    f.sim.map(ioas, f.buf, length, MOCK_START);
     const hwpt = dirtyHwpt(ioas);
-    const bitmap = sim.scratch();
-    const bits = sim.bytes(bitmap, 16);
+    const bitmap = f.sim.scratch();
+    const bits = f.sim.bytes(bitmap, 16);
     // Tracking off: the DIRTY op refuses; GET_DIRTY_BITMAP succeeds and reports nothing.
     bits.fill(0x55, 0, 8);
     expectErrno('EINVAL', () =>
-      sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
+      f.sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
         v.iova = MOCK_START;
         v.length = length;
         v.page_size = MOCK_PAGE;
@@ -118,7 +111,7 @@ describe('sim iommufd: dirty tracking with mock domains (selftest iommufd_dirty_
       }),
     );
     setTracking(hwpt, true);
-    const d = sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
+    const d = f.sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
       v.iova = MOCK_START;
       v.length = length;
       v.page_size = MOCK_PAGE;
@@ -136,7 +129,7 @@ describe('sim iommufd: dirty tracking with mock domains (selftest iommufd_dirty_
     expect([...bits.subarray(0, 8)], 'cleared by the previous read').to.deep.equal(new Array(8).fill(0));
     // A 4 KiB bitmap page: each dirty 2 KiB page sets the bit of its 4 KiB page.
     bits.fill(0x01, 0, 8);
-    sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
+    f.sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
       v.iova = MOCK_START;
       v.length = length;
       v.page_size = MOCK_PAGE;
@@ -167,10 +160,14 @@ describe('sim iommufd: dirty tracking with mock domains (selftest iommufd_dirty_
     const s = iommu_hwpt_set_dirty_tracking.view().reset();
     s.hwpt_id = hwpt;
     s.flags = 2;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_HWPT_SET_DIRTY_TRACKING, s.bytes), 'flags');
+    expectErrno(
+      'EOPNOTSUPP',
+      () => f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_SET_DIRTY_TRACKING, s.bytes),
+      'flags',
+    );
     // Beyond the mapped range the driver stops silently: success, bits only for the mapped part.
     bits.fill(0);
-    sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
+    f.sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
       bits[0] = 0xff;
       v.iova = MOCK_START;
       v.length = 8n * MOCK_PAGE;
@@ -180,107 +177,95 @@ describe('sim iommufd: dirty tracking with mock domains (selftest iommufd_dirty_
     bits.fill(0);
     getBitmap(hwpt, MOCK_START + length - 4n * MOCK_PAGE, 8n * MOCK_PAGE, MOCK_PAGE, bitmap);
     expect(bits[0]).to.equal(0);
-    sim.destroy(plain);
-    sim.destroy(hwpt);
-    sim.destroy(stdev);
+    f.sim.destroy(plain);
+    f.sim.destroy(hwpt);
+    f.sim.destroy(stdev);
   });
 
   it('unmapping drops the dirty bits of the range', function () {
-    const ioas = sim.ioasAlloc();
-    sim.map(ioas, buf, 8n * MOCK_PAGE, MOCK_START);
+    const ioas = f.sim.ioasAlloc();
+    f.sim.map(ioas, f.buf, 8n * MOCK_PAGE, MOCK_START);
     const hwpt = dirtyHwpt(ioas);
     setTracking(hwpt, true);
-    const bitmap = sim.scratch();
-    sim.bytes(bitmap, 1)[0] = 0xff;
-    sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
+    const bitmap = f.sim.scratch();
+    f.sim.bytes(bitmap, 1)[0] = 0xff;
+    f.sim.testCmd(iommu_test_cmd_dirty, IOMMU_TEST_OP.DIRTY, hwpt, (v) => {
       v.iova = MOCK_START;
       v.length = 8n * MOCK_PAGE;
       v.page_size = MOCK_PAGE;
       v.uptr = bitmap;
     });
-    sim.unmap(ioas, MOCK_START, 8n * MOCK_PAGE);
-    sim.map(ioas, buf, 8n * MOCK_PAGE, MOCK_START);
-    sim.bytes(bitmap, 1)[0] = 0;
+    f.sim.unmap(ioas, MOCK_START, 8n * MOCK_PAGE);
+    f.sim.map(ioas, f.buf, 8n * MOCK_PAGE, MOCK_START);
+    f.sim.bytes(bitmap, 1)[0] = 0;
     getBitmap(hwpt, MOCK_START, 8n * MOCK_PAGE, MOCK_PAGE, bitmap);
-    expect(sim.bytes(bitmap, 1)[0]).to.equal(0);
+    expect(f.sim.bytes(bitmap, 1)[0]).to.equal(0);
   });
 });
 
 describe('sim iommufd: invalidation, fault queues, selftest odds and ends', function () {
-  let sim: Sim;
-  beforeEach(function () {
-    sim = new Sim();
-  });
-  afterEach(function () {
-    sim.close();
-  });
+  const f = Sim.fixture();
 
   it('HWPT_INVALIDATE: only nested HWPTs take it, so a paging HWPT is ENOENT; entry_num is written back 0 even on failure', function () {
-    const ioas = sim.ioasAlloc();
-    const { hwpt } = sim.mockDomain(ioas);
+    const ioas = f.sim.ioasAlloc();
+    const { hwpt } = f.sim.mockDomain(ioas);
     const inv = iommu_hwpt_invalidate.view().reset();
     inv.hwpt_id = hwpt;
     inv.entry_num = 0;
-    expectErrno('ENOENT', () => sim.port.ioctl(sim.fd, IOMMU_HWPT_INVALIDATE, inv.bytes), 'paging HWPT');
+    expectErrno('ENOENT', () => f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_INVALIDATE, inv.bytes), 'paging HWPT');
     inv.entry_num = 3;
     expectErrno(
       'EINVAL',
-      () => sim.port.ioctl(sim.fd, IOMMU_HWPT_INVALIDATE, inv.bytes),
+      () => f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_INVALIDATE, inv.bytes),
       'entries without data',
     );
     expect(inv.entry_num).to.equal(0);
     inv.entry_num = 3;
     inv.__reserved = 1;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_HWPT_INVALIDATE, inv.bytes), '__reserved');
+    expectErrno(
+      'EOPNOTSUPP',
+      () => f.sim.port.ioctl(f.sim.fd, IOMMU_HWPT_INVALIDATE, inv.bytes),
+      '__reserved',
+    );
     expect(inv.entry_num).to.equal(0);
   });
 
   it('FAULT_QUEUE_ALLOC: an object and an fd; pread is ESPIPE (anon inode); the object is busy while the fd is open', function () {
     const fa = iommu_fault_alloc.view().reset();
-    sim.port.ioctl(sim.fd, IOMMU_FAULT_QUEUE_ALLOC, fa.bytes);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_FAULT_QUEUE_ALLOC, fa.bytes);
     expect(fa.out_fault_id).to.equal(1);
     expect(fa.out_fault_fd).to.be.above(2);
-    expectErrno('ESPIPE', () => sim.port.pread(fa.out_fault_fd, new Uint8Array(40), 0n));
-    expectErrno('EBUSY', () => sim.destroy(fa.out_fault_id));
-    sim.port.close(fa.out_fault_fd);
-    sim.destroy(fa.out_fault_id);
+    expectErrno('ESPIPE', () => f.sim.port.pread(fa.out_fault_fd, new Uint8Array(40), 0n));
+    expectErrno('EBUSY', () => f.sim.destroy(fa.out_fault_id));
+    f.sim.port.close(fa.out_fault_fd);
+    f.sim.destroy(fa.out_fault_id);
     const bad = iommu_fault_alloc.view().reset();
     bad.flags = 1;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_FAULT_QUEUE_ALLOC, bad.bytes));
+    expectErrno('EOPNOTSUPP', () => f.sim.port.ioctl(f.sim.fd, IOMMU_FAULT_QUEUE_ALLOC, bad.bytes));
   });
 
   it('unknown test op -> EOPNOTSUPP; SET_TEMP_MEMORY_LIMIT checks its floor; MD_CHECK_IOTLB finds no nested HWPT', function () {
-    expectErrno('EOPNOTSUPP', () => sim.testCmd(iommu_test_cmd_memory_limit, 99, 0));
+    expectErrno('EOPNOTSUPP', () => f.sim.testCmd(iommu_test_cmd_memory_limit, 99, 0));
     expectErrno('EINVAL', () =>
-      sim.testCmd(iommu_test_cmd_memory_limit, IOMMU_TEST_OP.SET_TEMP_MEMORY_LIMIT, 0),
+      f.sim.testCmd(iommu_test_cmd_memory_limit, IOMMU_TEST_OP.SET_TEMP_MEMORY_LIMIT, 0),
     );
-    sim.testCmd(iommu_test_cmd_memory_limit, IOMMU_TEST_OP.SET_TEMP_MEMORY_LIMIT, 0, (v) => {
+    f.sim.testCmd(iommu_test_cmd_memory_limit, IOMMU_TEST_OP.SET_TEMP_MEMORY_LIMIT, 0, (v) => {
       v.limit = 65536;
     });
-    expectErrno('ENOENT', () => sim.testCmd(iommu_test_cmd_check_iotlb, IOMMU_TEST_OP.MD_CHECK_IOTLB, 1));
+    expectErrno('ENOENT', () => f.sim.testCmd(iommu_test_cmd_check_iotlb, IOMMU_TEST_OP.MD_CHECK_IOTLB, 1));
   });
 });
 
 describe('sim iommufd: selftest accesses', function () {
-  let sim: Sim;
-  let buf: bigint;
-  beforeEach(function () {
-    sim = new Sim();
-    buf = sim.memfd(16n * PAGE);
-  });
-  afterEach(function () {
-    sim.close();
-    expect(sim.kernel.mem.pinCount).to.equal(0);
-    expect(sim.kernel.mem.locked).to.equal(0n);
-  });
+  const f = Sim.fixture({ buf: 16n * PAGE, checkPins: true, checkLocked: true });
 
   function createAccess(ioas: number, pin = true): number {
-    return sim.testCmd(iommu_test_cmd_create_access, IOMMU_TEST_OP.CREATE_ACCESS, ioas, (v) => {
+    return f.sim.testCmd(iommu_test_cmd_create_access, IOMMU_TEST_OP.CREATE_ACCESS, ioas, (v) => {
       v.flags = pin ? 1 : 0;
     }).out_access_fd;
   }
   function accessPages(access: number, iova: bigint, length: bigint, uptr = 0n, flags = 0): number {
-    return sim.testCmd(iommu_test_cmd_access_pages, IOMMU_TEST_OP.ACCESS_PAGES, access, (v) => {
+    return f.sim.testCmd(iommu_test_cmd_access_pages, IOMMU_TEST_OP.ACCESS_PAGES, access, (v) => {
       v.iova = iova;
       v.length = length;
       v.uptr = uptr;
@@ -288,47 +273,47 @@ describe('sim iommufd: selftest accesses', function () {
     }).out_access_pages_id;
   }
   function destroyItem(access: number, id: number) {
-    sim.testCmd(iommu_test_cmd_destroy_access_pages, IOMMU_TEST_OP.DESTROY_ACCESS_PAGES, access, (v) => {
+    f.sim.testCmd(iommu_test_cmd_destroy_access_pages, IOMMU_TEST_OP.DESTROY_ACCESS_PAGES, access, (v) => {
       v.access_pages_id = id;
     });
   }
 
   it('ACCESS_PAGES pins in a domain-less IOAS; the same range twice shares the pin; unmap makes the access drop it (access_pin_unmap)', function () {
-    const ioas = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
     const access = createAccess(ioas);
-    const iova = sim.map(ioas, buf, 8n * PAGE, MOCK_START);
-    const a = accessPages(access, iova + PAGE, 2n * PAGE, buf + PAGE);
-    sim.checkRefs(buf + PAGE, 2n * PAGE, 1);
-    sim.checkRefs(buf, PAGE, 0);
+    const iova = f.sim.map(ioas, f.buf, 8n * PAGE, MOCK_START);
+    const a = accessPages(access, iova + PAGE, 2n * PAGE, f.buf + PAGE);
+    f.sim.checkRefs(f.buf + PAGE, 2n * PAGE, 1);
+    f.sim.checkRefs(f.buf, PAGE, 0);
     const b = accessPages(access, iova + PAGE, 2n * PAGE);
-    sim.checkRefs(buf + PAGE, 2n * PAGE, 1);
+    f.sim.checkRefs(f.buf + PAGE, 2n * PAGE, 1);
     destroyItem(access, b);
     destroyItem(access, a);
-    sim.checkRefs(buf, 8n * PAGE, 0);
+    f.sim.checkRefs(f.buf, 8n * PAGE, 0);
     expectErrno('ENOENT', () => destroyItem(access, a), 'already gone');
-    const c = accessPages(access, iova, 8n * PAGE, buf);
+    const c = accessPages(access, iova, 8n * PAGE, f.buf);
     // A domain joins: the pages are already pinned, no second pin.
-    const m = sim.mockDomain(ioas);
-    sim.checkRefs(buf, 8n * PAGE, 1);
-    sim.checkMap(m.hwpt, iova, 8n * PAGE, buf);
-    sim.destroy(m.stdev);
-    sim.checkRefs(buf, 8n * PAGE, 1);
+    const m = f.sim.mockDomain(ioas);
+    f.sim.checkRefs(f.buf, 8n * PAGE, 1);
+    f.sim.checkMap(m.hwpt, iova, 8n * PAGE, f.buf);
+    f.sim.destroy(m.stdev);
+    f.sim.checkRefs(f.buf, 8n * PAGE, 1);
     // The IOAS is busy while the access is attached.
-    expectErrno('EBUSY', () => sim.destroy(ioas));
-    sim.unmap(ioas, iova, 8n * PAGE);
+    expectErrno('EBUSY', () => f.sim.destroy(ioas));
+    f.sim.unmap(ioas, iova, 8n * PAGE);
     expectErrno('ENOENT', () => destroyItem(access, c), 'the unmap removed the item');
-    sim.checkRefs(buf, 8n * PAGE, 0);
-    sim.port.close(access);
-    sim.destroy(ioas);
+    f.sim.checkRefs(f.buf, 8n * PAGE, 0);
+    f.sim.port.close(access);
+    f.sim.destroy(ioas);
   });
 
   it('ACCESS_PAGES checks: EBADFD for other fds, EOPNOTSUPP without pin ops or with bad flags, ENOENT unmapped, EPERM read-only for write, EINVAL unaligned', function () {
-    const ioas = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
     const noPin = createAccess(ioas, false);
     const access = createAccess(ioas);
-    sim.map(ioas, buf, 4n * PAGE, MOCK_START);
-    sim.map(ioas, buf, PAGE, MOCK_START + 0x10_0000n, F.READABLE);
-    expectErrno(77, () => accessPages(sim.fd, MOCK_START, PAGE), 'the iommufd fd');
+    f.sim.map(ioas, f.buf, 4n * PAGE, MOCK_START);
+    f.sim.map(ioas, f.buf, PAGE, MOCK_START + 0x10_0000n, F.READABLE);
+    expectErrno(77, () => accessPages(f.sim.fd, MOCK_START, PAGE), 'the iommufd fd');
     expectErrno('EOPNOTSUPP', () => accessPages(noPin, MOCK_START, PAGE));
     expectErrno('EOPNOTSUPP', () => accessPages(access, MOCK_START, PAGE, 0n, 1 << 3));
     expectErrno('ENOENT', () => accessPages(access, MOCK_START, 8n * PAGE), 'beyond the area');
@@ -337,23 +322,27 @@ describe('sim iommufd: selftest accesses', function () {
     expectErrno('EINVAL', () => accessPages(access, MOCK_START + 0x800n, PAGE), 'unaligned');
     expectErrno('EINVAL', () => accessPages(access, MOCK_START, 0n), 'length 0');
     expectErrno('ENOMEM', () => accessPages(access, MOCK_START, (16n << 20n) + 1n), 'beyond 16 MiB');
-    expectErrno(52, () => accessPages(access, MOCK_START, PAGE, buf + PAGE), 'uptr is another page (EBADE)');
-    sim.checkRefs(buf, 4n * PAGE, 0);
-    sim.port.close(noPin);
-    sim.port.close(access);
-    sim.unmap(ioas, 0n, U64_MAX);
+    expectErrno(
+      52,
+      () => accessPages(access, MOCK_START, PAGE, f.buf + PAGE),
+      'uptr is another page (EBADE)',
+    );
+    f.sim.checkRefs(f.buf, 4n * PAGE, 0);
+    f.sim.port.close(noPin);
+    f.sim.port.close(access);
+    f.sim.unmap(ioas, 0n, U64_MAX);
   });
 
   it('ACCESS_RW reads and writes through the IOAS, unaligned and across areas (check_access_rw)', function () {
-    const ioas = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
     const access = createAccess(ioas, false);
-    const bytes = sim.bytes(buf, Number(8n * PAGE));
+    const bytes = f.sim.bytes(f.buf, Number(8n * PAGE));
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7) & 0xff;
-    sim.map(ioas, buf, 4n * PAGE, MOCK_START + MOCK_PAGE);
-    sim.map(ioas, buf + 4n * PAGE, 4n * PAGE, MOCK_START + MOCK_PAGE + 4n * PAGE);
-    const tmp = sim.scratch();
+    f.sim.map(ioas, f.buf, 4n * PAGE, MOCK_START + MOCK_PAGE);
+    f.sim.map(ioas, f.buf + 4n * PAGE, 4n * PAGE, MOCK_START + MOCK_PAGE + 4n * PAGE);
+    const tmp = f.sim.scratch();
     const rw = (iova: bigint, length: bigint, flags = 0) =>
-      sim.testCmd(iommu_test_cmd_access_rw, IOMMU_TEST_OP.ACCESS_RW, access, (v) => {
+      f.sim.testCmd(iommu_test_cmd_access_rw, IOMMU_TEST_OP.ACCESS_RW, access, (v) => {
         v.iova = iova;
         v.length = length;
         v.uptr = tmp;
@@ -361,8 +350,8 @@ describe('sim iommufd: selftest accesses', function () {
       });
     const at = MOCK_START + MOCK_PAGE + 4n * PAGE - 50n;
     rw(at, 100n);
-    expect([...sim.bytes(tmp, 100)]).to.deep.equal([...bytes.subarray(4 * 4096 - 50, 4 * 4096 + 50)]);
-    sim.bytes(tmp, 100).fill(0xee);
+    expect([...f.sim.bytes(tmp, 100)]).to.deep.equal([...bytes.subarray(4 * 4096 - 50, 4 * 4096 + 50)]);
+    f.sim.bytes(tmp, 100).fill(0xee);
     rw(at, 100n, 1);
     expect(bytes[4 * 4096 - 50]).to.equal(0xee);
     expect(bytes[4 * 4096 + 49]).to.equal(0xee);
@@ -370,45 +359,45 @@ describe('sim iommufd: selftest accesses', function () {
     expectErrno('ENOENT', () => rw(MOCK_START, 16n), 'nothing mapped');
     expectErrno('EINVAL', () => rw(at, 0n), 'length 0');
     expectErrno('EOPNOTSUPP', () => rw(at, 4n, 8), 'flags');
-    sim.port.close(access);
-    sim.unmap(ioas, 0n, U64_MAX);
+    f.sim.port.close(access);
+    f.sim.unmap(ioas, 0n, U64_MAX);
   });
 
   it('ACCESS_REPLACE_IOAS moves the access, dropping its pins in the old IOAS (selftest user_copy)', function () {
-    const a = sim.ioasAlloc();
-    const b = sim.ioasAlloc();
+    const a = f.sim.ioasAlloc();
+    const b = f.sim.ioasAlloc();
     const access = createAccess(a);
-    sim.map(a, buf, 4n * PAGE, MOCK_START);
-    sim.map(b, buf, 4n * PAGE, MOCK_START);
-    const item = accessPages(access, MOCK_START, 4n * PAGE, buf);
-    sim.checkRefs(buf, 4n * PAGE, 1);
+    f.sim.map(a, f.buf, 4n * PAGE, MOCK_START);
+    f.sim.map(b, f.buf, 4n * PAGE, MOCK_START);
+    const item = accessPages(access, MOCK_START, 4n * PAGE, f.buf);
+    f.sim.checkRefs(f.buf, 4n * PAGE, 1);
     const replace = (ioas: number) =>
-      sim.testCmd(iommu_test_cmd_access_replace_ioas, IOMMU_TEST_OP.ACCESS_REPLACE_IOAS, access, (v) => {
+      f.sim.testCmd(iommu_test_cmd_access_replace_ioas, IOMMU_TEST_OP.ACCESS_REPLACE_IOAS, access, (v) => {
         v.ioas_id = ioas;
       });
     expectErrno('ENOENT', () => replace(99));
     replace(b);
-    sim.checkRefs(buf, 4n * PAGE, 0);
+    f.sim.checkRefs(f.buf, 4n * PAGE, 0);
     expectErrno('ENOENT', () => destroyItem(access, item), 'unmapped by the move');
-    sim.destroy(a);
-    expectErrno('EBUSY', () => sim.destroy(b));
-    accessPages(access, MOCK_START, 4n * PAGE, buf);
-    sim.checkRefs(buf, 4n * PAGE, 1);
-    sim.port.close(access);
-    sim.checkRefs(buf, 4n * PAGE, 0);
-    sim.destroy(b);
+    f.sim.destroy(a);
+    expectErrno('EBUSY', () => f.sim.destroy(b));
+    accessPages(access, MOCK_START, 4n * PAGE, f.buf);
+    f.sim.checkRefs(f.buf, 4n * PAGE, 1);
+    f.sim.port.close(access);
+    f.sim.checkRefs(f.buf, 4n * PAGE, 0);
+    f.sim.destroy(b);
   });
 
   it('closing the access fd unpins its items; closing the iommufd first defers the teardown', function () {
-    const ioas = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
     const access = createAccess(ioas);
-    sim.map(ioas, buf, 4n * PAGE, MOCK_START);
+    f.sim.map(ioas, f.buf, 4n * PAGE, MOCK_START);
     accessPages(access, MOCK_START, 4n * PAGE);
-    sim.close();
-    expect(sim.kernel.mem.pinCount, 'the access holds the context').to.equal(1);
-    sim.port.close(access);
-    expect(sim.kernel.mem.pinCount).to.equal(0);
-    (sim as unknown as { fd: number }).fd = sim.port.open('/dev/iommu', 2);
+    f.sim.close();
+    expect(f.sim.kernel.mem.pinCount, 'the access holds the context').to.equal(1);
+    f.sim.port.close(access);
+    expect(f.sim.kernel.mem.pinCount).to.equal(0);
+    (f.sim as unknown as { fd: number }).fd = f.sim.port.open('/dev/iommu', 2);
   });
 });
 

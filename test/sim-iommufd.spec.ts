@@ -68,17 +68,11 @@ function minSize(s: StructInfo, last: string): number {
 }
 
 describe('sim iommufd: ioctl dispatch (main.c)', function () {
-  let sim: Sim;
-  beforeEach(function () {
-    sim = new Sim();
-  });
-  afterEach(function () {
-    sim.close();
-  });
+  const f = Sim.fixture();
 
   it('opens /dev/iommu, which the simulated /dev lists', function () {
-    expect(sim.port.exists('/dev/iommu')).to.equal(true);
-    expect(sim.file().kind).to.equal('iommufd');
+    expect(f.sim.port.exists('/dev/iommu')).to.equal(true);
+    expect(f.sim.file().kind).to.equal('iommufd');
   });
 
   it('every ioctl: size below offsetofend(last) -> EINVAL, non-zero tail -> E2BIG, zero tail accepted (selftest cmd_length, B5 #16)', function () {
@@ -90,15 +84,15 @@ describe('sim iommufd: ioctl dispatch (main.c)', function () {
       const dv = new DataView(buf.buffer);
       buf[s.size] = 0xff;
       dv.setUint32(0, min - 1, true);
-      expectErrno('EINVAL', () => sim.port.ioctl(sim.fd, req, buf), `${req.name} size ${min - 1}`);
+      expectErrno('EINVAL', () => f.sim.port.ioctl(f.sim.fd, req, buf), `${req.name} size ${min - 1}`);
       dv.setUint32(0, s.size + 1, true);
-      expectErrno('E2BIG', () => sim.port.ioctl(sim.fd, req, buf), `${req.name} non-zero tail`);
+      expectErrno('E2BIG', () => f.sim.port.ioctl(f.sim.fd, req, buf), `${req.name} non-zero tail`);
       // The exact size and size + 1 with a zero tail give the same answer.
       const answer = (size: number) => {
         const b = new Uint8Array(s.size + 1);
         new DataView(b.buffer).setUint32(0, size, true);
         try {
-          sim.port.ioctl(sim.fd, req, b);
+          f.sim.port.ioctl(f.sim.fd, req, b);
           return 'OK';
         } catch (e) {
           return (e as { code: string }).code;
@@ -111,30 +105,34 @@ describe('sim iommufd: ioctl dispatch (main.c)', function () {
   it('unknown ioctl numbers -> ENOTTY; a NULL argument -> EFAULT; unknown id -> ENOENT (selftest cmd_fail)', function () {
     const d = iommu_destroy.view().reset();
     const raw = (request: number, name = 'raw') => ({ ...IOMMU_DESTROY, request, name });
-    expectErrno('ENOTTY', () => sim.port.ioctl(sim.fd, raw(_IO(0x3b, 0x7f)), d.bytes), 'BASE - 1');
-    expectErrno('ENOTTY', () => sim.port.ioctl(sim.fd, raw(_IO(0x3b, 0x8f)), d.bytes), '0x8f (6.13)');
-    expectErrno('ENOTTY', () => sim.port.ioctl(sim.fd, raw(_IO(0x3c, 0x80)), d.bytes), 'other type');
+    expectErrno('ENOTTY', () => f.sim.port.ioctl(f.sim.fd, raw(_IO(0x3b, 0x7f)), d.bytes), 'BASE - 1');
+    expectErrno('ENOTTY', () => f.sim.port.ioctl(f.sim.fd, raw(_IO(0x3b, 0x8f)), d.bytes), '0x8f (6.13)');
+    expectErrno('ENOTTY', () => f.sim.port.ioctl(f.sim.fd, raw(_IO(0x3c, 0x80)), d.bytes), 'other type');
     expectErrno(
       'ENOTTY',
-      () => sim.port.ioctl(sim.fd, raw(_IO(0x3b, 0x90)), d.bytes),
+      () => f.sim.port.ioctl(f.sim.fd, raw(_IO(0x3b, 0x90)), d.bytes),
       'hole before TEST_CMD',
     );
-    expectErrno('EFAULT', () => sim.port.ioctl(sim.fd, { ...IOMMU_DESTROY, arg: { kind: 'none' } }), 'NULL');
-    expectErrno('ENOENT', () => sim.port.ioctl(sim.fd, IOMMU_DESTROY, d.bytes), 'id 0');
+    expectErrno(
+      'EFAULT',
+      () => f.sim.port.ioctl(f.sim.fd, { ...IOMMU_DESTROY, arg: { kind: 'none' } }),
+      'NULL',
+    );
+    expectErrno('ENOENT', () => f.sim.port.ioctl(f.sim.fd, IOMMU_DESTROY, d.bytes), 'id 0');
     // A longer struct whose tail is zero works like the known one (cmd_ex_fail).
     const big = new Uint8Array(16);
     const v = iommu_destroy.view(big).reset();
     v.size = 16;
-    expectErrno('ENOENT', () => sim.port.ioctl(sim.fd, IOMMU_DESTROY, big), 'longer, zero tail');
+    expectErrno('ENOENT', () => f.sim.port.ioctl(f.sim.fd, IOMMU_DESTROY, big), 'longer, zero tail');
     big[12] = 1;
-    expectErrno('E2BIG', () => sim.port.ioctl(sim.fd, IOMMU_DESTROY, big), 'longer, non-zero tail');
+    expectErrno('E2BIG', () => f.sim.port.ioctl(f.sim.fd, IOMMU_DESTROY, big), 'longer, non-zero tail');
   });
 
   it('a larger struct with a zero tail is accepted and only the known part is written back', function () {
     const big = new Uint8Array(iommu_ioas_alloc.size + 8);
     const v = iommu_ioas_alloc.view(big).reset();
     v.size = big.byteLength;
-    sim.port.ioctl(sim.fd, IOMMU_IOAS_ALLOC, big);
+    f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_ALLOC, big);
     expect(v.out_ioas_id).to.equal(1);
     expect([...big.subarray(iommu_ioas_alloc.size)].every((b) => b === 0)).to.equal(true);
   });
@@ -147,57 +145,47 @@ function hugeAligned(sim: Sim): bigint {
 }
 
 describe('sim iommufd: objects and IOAS ioctls, no device', function () {
-  let sim: Sim;
-  let buf: bigint;
-  beforeEach(function () {
-    sim = new Sim();
-    buf = sim.memfd(64n * PAGE);
-  });
-  afterEach(function () {
-    sim.close();
-    expect(sim.kernel.mem.pinCount).to.equal(0);
-    expect(sim.kernel.mem.locked).to.equal(0n);
-  });
+  const f = Sim.fixture({ buf: 64n * PAGE, checkPins: true, checkLocked: true });
 
   it('IOAS_ALLOC: ids from 1, the lowest free id is reused (xarray ALLOC1); flags -> EOPNOTSUPP', function () {
-    expect([sim.ioasAlloc(), sim.ioasAlloc(), sim.ioasAlloc()]).to.deep.equal([1, 2, 3]);
-    sim.destroy(2);
-    expect(sim.ioasAlloc()).to.equal(2);
-    expect(sim.ioasAlloc()).to.equal(4);
+    expect([f.sim.ioasAlloc(), f.sim.ioasAlloc(), f.sim.ioasAlloc()]).to.deep.equal([1, 2, 3]);
+    f.sim.destroy(2);
+    expect(f.sim.ioasAlloc()).to.equal(2);
+    expect(f.sim.ioasAlloc()).to.equal(4);
     const a = iommu_ioas_alloc.view().reset();
     a.flags = 1;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_IOAS_ALLOC, a.bytes));
+    expectErrno('EOPNOTSUPP', () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_ALLOC, a.bytes));
     expect(a.out_ioas_id, 'nothing written back on failure').to.equal(0);
   });
 
   it('DESTROY: an IOAS with mappings goes (areas are not users); again -> ENOENT (B5 #19)', function () {
-    const ioas = sim.ioasAlloc();
-    sim.map(ioas, buf, PAGE, 0x10_0000n);
-    sim.destroy(ioas);
-    expectErrno('ENOENT', () => sim.destroy(ioas));
-    expectErrno('ENOENT', () => sim.destroy(0x7fff_0000));
+    const ioas = f.sim.ioasAlloc();
+    f.sim.map(ioas, f.buf, PAGE, 0x10_0000n);
+    f.sim.destroy(ioas);
+    expectErrno('ENOENT', () => f.sim.destroy(ioas));
+    expectErrno('ENOENT', () => f.sim.destroy(0x7fff_0000));
   });
 
   it('MAP: fixed and kernel-chosen IOVAs; domain-less IOAS is byte granular (B5 #1)', function () {
-    const ioas = sim.ioasAlloc();
-    const buf = hugeAligned(sim);
-    expect(sim.map(ioas, buf, 4n * PAGE, 0x10_0000n)).to.equal(0x10_0000n);
-    expect(sim.map(ioas, buf + 0x11n, 0x123n, 0x20_0011n)).to.equal(0x20_0011n);
+    const ioas = f.sim.ioasAlloc();
+    const buf = hugeAligned(f.sim);
+    expect(f.sim.map(ioas, buf, 4n * PAGE, 0x10_0000n)).to.equal(0x10_0000n);
+    expect(f.sim.map(ioas, buf + 0x11n, 0x123n, 0x20_0011n)).to.equal(0x20_0011n);
     // iopt_alloc_iova: first hole from PAGE_SIZE, aligned to min(roundup_pow_of_two(len), ffs(uptr), 2M).
-    expect(sim.map(ioas, buf, 2n * PAGE)).to.equal(0x2000n);
-    expect(sim.map(ioas, buf, PAGE)).to.equal(0x1000n);
-    expect(sim.map(ioas, buf, 3n * PAGE)).to.equal(0x4000n);
+    expect(f.sim.map(ioas, buf, 2n * PAGE)).to.equal(0x2000n);
+    expect(f.sim.map(ioas, buf, PAGE)).to.equal(0x1000n);
+    expect(f.sim.map(ioas, buf, 3n * PAGE)).to.equal(0x4000n);
     // An odd user address keeps its page offset: alignment 1, start | page_offset.
-    expect(sim.map(ioas, buf + 0x11n, 0x10n)).to.equal(0x7011n);
-    expect(sim.unmap(ioas, 0x20_0011n, 0x123n)).to.equal(0x123n);
-    expect(sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE + 6n * PAGE + 0x10n);
+    expect(f.sim.map(ioas, buf + 0x11n, 0x10n)).to.equal(0x7011n);
+    expect(f.sim.unmap(ioas, 0x20_0011n, 0x123n)).to.equal(0x123n);
+    expect(f.sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE + 6n * PAGE + 0x10n);
   });
 
   it('MAP: the kernel-chosen IOVA follows the pow2 of the length and skips areas (iopt_alloc_iova)', function () {
-    const ioas = sim.ioasAlloc();
-    const big = hugeAligned(sim);
+    const ioas = f.sim.ioasAlloc();
+    const big = hugeAligned(f.sim);
     const got: bigint[] = [];
-    for (let i = 1n; i <= 10n; i++) got.push(sim.map(ioas, big, PAGE * i));
+    for (let i = 1n; i <= 10n; i++) got.push(f.sim.map(ioas, big, PAGE * i));
     for (let i = 0; i < got.length; i++) {
       const len = PAGE * BigInt(i + 1);
       const lowest = len & -len;
@@ -206,89 +194,94 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     expect(got[0]).to.equal(0x1000n);
     expect(got[1]).to.equal(0x2000n);
     // A 2 MiB-aligned VA and a 4 MiB length: alignment capped at 2 MiB.
-    const iova = sim.map(ioas, big, 4n << 20n);
+    const iova = f.sim.map(ioas, big, 4n << 20n);
     expect(iova).to.equal(2n << 20n);
     // A VA aligned to 4 KiB only: the IOVA's alignment is the VA's lowest bit.
-    expect(sim.map(ioas, big + PAGE, 8n * PAGE)).to.equal(0x4a000n);
-    sim.unmap(ioas, 0n, U64_MAX);
+    expect(f.sim.map(ioas, big + PAGE, 8n * PAGE)).to.equal(0x4a000n);
+    f.sim.unmap(ioas, 0n, U64_MAX);
   });
 
   it('MAP bad input: EEXIST overlaps (B5 #4), EINVAL length 0 / no R|W (B5 #2, #14), EOPNOTSUPP flag or __reserved, EOVERFLOW (B5 #3), ENOENT IOAS', function () {
-    const ioas = sim.ioasAlloc();
-    sim.map(ioas, buf, 4n * PAGE, 0x10_0000n);
-    const call = (m: ReturnType<Sim['mapReq']>) => () => sim.port.ioctl(sim.fd, IOMMU_IOAS_MAP, m.bytes);
-    expectErrno('EEXIST', call(sim.mapReq(ioas, buf, 4n * PAGE, 0x10_0000n)), 'identical');
-    expectErrno('EEXIST', call(sim.mapReq(ioas, buf, 2n * PAGE, 0x10_3000n)), 'tail');
-    expectErrno('EEXIST', call(sim.mapReq(ioas, buf, 2n * PAGE, 0x0f_f000n)), 'head');
-    expectErrno('EEXIST', call(sim.mapReq(ioas, buf, PAGE, 0x10_1000n)), 'inside');
-    expectErrno('EEXIST', call(sim.mapReq(ioas, buf, 8n * PAGE, 0x0f_f000n)), 'around');
-    expectErrno('EINVAL', call(sim.mapReq(ioas, buf, 0n, 0x40_0000n)), 'length 0');
-    expectErrno('EINVAL', call(sim.mapReq(ioas, buf, PAGE, 0x40_0000n, 0)), 'no R|W');
-    expectErrno('EOPNOTSUPP', call(sim.mapReq(ioas, buf, PAGE, 0x40_0000n, RW | 8)), 'unknown flag');
-    const r = sim.mapReq(ioas, buf, PAGE, 0x40_0000n);
+    const ioas = f.sim.ioasAlloc();
+    f.sim.map(ioas, f.buf, 4n * PAGE, 0x10_0000n);
+    const call = (m: ReturnType<Sim['mapReq']>) => () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_MAP, m.bytes);
+    expectErrno('EEXIST', call(f.sim.mapReq(ioas, f.buf, 4n * PAGE, 0x10_0000n)), 'identical');
+    expectErrno('EEXIST', call(f.sim.mapReq(ioas, f.buf, 2n * PAGE, 0x10_3000n)), 'tail');
+    expectErrno('EEXIST', call(f.sim.mapReq(ioas, f.buf, 2n * PAGE, 0x0f_f000n)), 'head');
+    expectErrno('EEXIST', call(f.sim.mapReq(ioas, f.buf, PAGE, 0x10_1000n)), 'inside');
+    expectErrno('EEXIST', call(f.sim.mapReq(ioas, f.buf, 8n * PAGE, 0x0f_f000n)), 'around');
+    expectErrno('EINVAL', call(f.sim.mapReq(ioas, f.buf, 0n, 0x40_0000n)), 'length 0');
+    expectErrno('EINVAL', call(f.sim.mapReq(ioas, f.buf, PAGE, 0x40_0000n, 0)), 'no R|W');
+    expectErrno('EOPNOTSUPP', call(f.sim.mapReq(ioas, f.buf, PAGE, 0x40_0000n, RW | 8)), 'unknown flag');
+    const r = f.sim.mapReq(ioas, f.buf, PAGE, 0x40_0000n);
     r.__reserved = 1;
     expectErrno('EOPNOTSUPP', call(r), '__reserved');
-    expectErrno('EOVERFLOW', call(sim.mapReq(ioas, buf, PAGE, U64_MAX)), 'iova ULONG_MAX');
-    expectErrno('EOVERFLOW', call(sim.mapReq(ioas, buf, U64_MAX, 0x40_0000n)), 'length ULONG_MAX');
-    expectErrno('EOVERFLOW', call(sim.mapReq(ioas, buf, 2n * PAGE, U64_MAX - PAGE + 1n)), 'wraps');
-    expectErrno('EINVAL', call(sim.mapReq(ioas, buf, U64_MAX - 1n, 0x40_0000n)), 'length > SIZE_MAX - PAGE');
-    expectErrno('EOVERFLOW', call(sim.mapReq(ioas, U64_MAX - PAGE, 2n * PAGE, 0x40_0000n)), 'uptr wraps');
-    expectErrno('ENOENT', call(sim.mapReq(0x7fff_0000, buf, PAGE, 0x40_0000n)), 'unknown IOAS');
+    expectErrno('EOVERFLOW', call(f.sim.mapReq(ioas, f.buf, PAGE, U64_MAX)), 'iova ULONG_MAX');
+    expectErrno('EOVERFLOW', call(f.sim.mapReq(ioas, f.buf, U64_MAX, 0x40_0000n)), 'length ULONG_MAX');
+    expectErrno('EOVERFLOW', call(f.sim.mapReq(ioas, f.buf, 2n * PAGE, U64_MAX - PAGE + 1n)), 'wraps');
+    expectErrno(
+      'EINVAL',
+      call(f.sim.mapReq(ioas, f.buf, U64_MAX - 1n, 0x40_0000n)),
+      'length > SIZE_MAX - PAGE',
+    );
+    expectErrno('EOVERFLOW', call(f.sim.mapReq(ioas, U64_MAX - PAGE, 2n * PAGE, 0x40_0000n)), 'uptr wraps');
+    expectErrno('ENOENT', call(f.sim.mapReq(0x7fff_0000, f.buf, PAGE, 0x40_0000n)), 'unknown IOAS');
     // Flags are checked before the IOAS: an unknown IOAS with a bad flag is EOPNOTSUPP.
-    expectErrno('EOPNOTSUPP', call(sim.mapReq(0x7fff_0000, buf, PAGE, 0x40_0000n, RW | 8)), 'order');
-    expect(sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE);
+    expectErrno('EOPNOTSUPP', call(f.sim.mapReq(0x7fff_0000, f.buf, PAGE, 0x40_0000n, RW | 8)), 'order');
+    expect(f.sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE);
   });
 
   it('MAP: a domain-less IOAS takes unmapped, read-only and device memory (nothing is pinned yet, B5 #11, #12)', function () {
-    const ioas = sim.ioasAlloc();
-    const gone = sim.scratch(2n * PAGE);
-    sim.port.munmap(gone, 2n * PAGE);
-    sim.map(ioas, gone, 2n * PAGE, 0x10_0000n);
-    const ro = sim.memfd(PAGE, PROT.READ);
-    sim.map(ioas, ro, PAGE, 0x20_0000n);
-    const bar = sim.scratch(PAGE);
-    sim.kernel.mem.addVma({ start: bar, end: bar + PAGE, prot: PROT.READ | PROT.WRITE, pfnmap: true });
-    sim.map(ioas, bar, PAGE, 0x30_0000n);
-    expect(sim.kernel.mem.pinCount).to.equal(0);
-    expect(sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE);
+    const ioas = f.sim.ioasAlloc();
+    const gone = f.sim.scratch(2n * PAGE);
+    f.sim.port.munmap(gone, 2n * PAGE);
+    f.sim.map(ioas, gone, 2n * PAGE, 0x10_0000n);
+    const ro = f.sim.memfd(PAGE, PROT.READ);
+    f.sim.map(ioas, ro, PAGE, 0x20_0000n);
+    const bar = f.sim.scratch(PAGE);
+    f.sim.kernel.mem.addVma({ start: bar, end: bar + PAGE, prot: PROT.READ | PROT.WRITE, pfnmap: true });
+    f.sim.map(ioas, bar, PAGE, 0x30_0000n);
+    expect(f.sim.kernel.mem.pinCount).to.equal(0);
+    expect(f.sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE);
   });
 
   it('UNMAP: exact and superset (B5 #7), ENOENT for nothing or a split (B5 #5, #6), EINVAL length 0, EOVERFLOW, not atomic', function () {
-    const ioas = sim.ioasAlloc();
-    const call = (u: ReturnType<Sim['unmapReq']>) => () => sim.port.ioctl(sim.fd, IOMMU_IOAS_UNMAP, u.bytes);
+    const ioas = f.sim.ioasAlloc();
+    const call = (u: ReturnType<Sim['unmapReq']>) => () =>
+      f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_UNMAP, u.bytes);
     const base = 0x100_0000n;
-    for (let i = 0n; i < 4n; i++) sim.map(ioas, buf, 8n * PAGE, base + 4n * PAGE + i * 16n * PAGE);
+    for (let i = 0n; i < 4n; i++) f.sim.map(ioas, f.buf, 8n * PAGE, base + 4n * PAGE + i * 16n * PAGE);
     // selftest unmap_fully_contained_areas
-    expectErrno('ENOENT', call(sim.unmapReq(ioas, base, 8n * PAGE)), 'cuts the first area');
+    expectErrno('ENOENT', call(f.sim.unmapReq(ioas, base, 8n * PAGE)), 'cuts the first area');
     expectErrno(
       'ENOENT',
-      call(sim.unmapReq(ioas, base + 3n * 16n * PAGE + 8n * PAGE, 8n * PAGE)),
+      call(f.sim.unmapReq(ioas, base + 3n * 16n * PAGE + 8n * PAGE, 8n * PAGE)),
       'cuts the last',
     );
-    expect(sim.unmap(ioas, base, 3n * 16n * PAGE + 8n * PAGE + 8n * PAGE)).to.equal(32n * PAGE);
-    expectErrno('ENOENT', call(sim.unmapReq(ioas, base, PAGE)), 'nothing there');
-    expectErrno('EINVAL', call(sim.unmapReq(ioas, base, 0n)), 'length 0');
-    expectErrno('EOVERFLOW', call(sim.unmapReq(ioas, U64_MAX - PAGE + 1n, 2n * PAGE)), 'wraps');
-    expectErrno('EOVERFLOW', call(sim.unmapReq(ioas, U64_MAX, PAGE)), 'iova ULONG_MAX');
-    expectErrno('ENOENT', call(sim.unmapReq(0x7fff_0000, base, PAGE)), 'unknown IOAS');
+    expect(f.sim.unmap(ioas, base, 3n * 16n * PAGE + 8n * PAGE + 8n * PAGE)).to.equal(32n * PAGE);
+    expectErrno('ENOENT', call(f.sim.unmapReq(ioas, base, PAGE)), 'nothing there');
+    expectErrno('EINVAL', call(f.sim.unmapReq(ioas, base, 0n)), 'length 0');
+    expectErrno('EOVERFLOW', call(f.sim.unmapReq(ioas, U64_MAX - PAGE + 1n, 2n * PAGE)), 'wraps');
+    expectErrno('EOVERFLOW', call(f.sim.unmapReq(ioas, U64_MAX, PAGE)), 'iova ULONG_MAX');
+    expectErrno('ENOENT', call(f.sim.unmapReq(0x7fff_0000, base, PAGE)), 'unknown IOAS');
     // Whole first area, half the second: ENOENT, yet the first one is gone.
-    sim.map(ioas, buf, 4n * PAGE, 0x10_0000n);
-    sim.map(ioas, buf, 4n * PAGE, 0x10_4000n);
-    expectErrno('ENOENT', call(sim.unmapReq(ioas, 0x10_0000n, 6n * PAGE)), 'non-atomic');
-    expectErrno('ENOENT', call(sim.unmapReq(ioas, 0x10_0000n, 4n * PAGE)), 'first already gone');
+    f.sim.map(ioas, f.buf, 4n * PAGE, 0x10_0000n);
+    f.sim.map(ioas, f.buf, 4n * PAGE, 0x10_4000n);
+    expectErrno('ENOENT', call(f.sim.unmapReq(ioas, 0x10_0000n, 6n * PAGE)), 'non-atomic');
+    expectErrno('ENOENT', call(f.sim.unmapReq(ioas, 0x10_0000n, 4n * PAGE)), 'first already gone');
     // Unmap-all (0, U64_MAX) of an empty IOAS succeeds with 0 (B5 #5).
-    expect(sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE);
-    expect(sim.unmap(ioas, 0n, U64_MAX)).to.equal(0n);
+    expect(f.sim.unmap(ioas, 0n, U64_MAX)).to.equal(4n * PAGE);
+    expect(f.sim.unmap(ioas, 0n, U64_MAX)).to.equal(0n);
   });
 
   it('COPY: shares pages into another IOAS; EEXIST, ENOENT (not fully mapped), EINVAL, EOPNOTSUPP, EOVERFLOW, EPERM (B5 #13)', function () {
-    const src = sim.ioasAlloc();
-    const dst = sim.ioasAlloc();
-    const buf = hugeAligned(sim);
-    sim.map(src, buf, 8n * PAGE, 0x10_0000n);
-    sim.map(src, buf, 2n * PAGE, 0x20_0000n, F.READABLE);
+    const src = f.sim.ioasAlloc();
+    const dst = f.sim.ioasAlloc();
+    const buf = hugeAligned(f.sim);
+    f.sim.map(src, buf, 8n * PAGE, 0x10_0000n);
+    f.sim.map(src, buf, 2n * PAGE, 0x20_0000n, F.READABLE);
     // Two adjacent areas copy as one range.
-    sim.map(src, buf + 8n * PAGE, 2n * PAGE, 0x10_8000n);
+    f.sim.map(src, buf + 8n * PAGE, 2n * PAGE, 0x10_8000n);
     const req = (flags = RW | F.FIXED_IOVA, srcIova = 0x10_0000n, length = 8n * PAGE, dstIoas = dst) => {
       const c = iommu_ioas_copy.view().reset();
       c.flags = flags;
@@ -299,7 +292,7 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
       c.length = length;
       return c;
     };
-    const call = (c: ReturnType<typeof req>) => () => sim.port.ioctl(sim.fd, IOMMU_IOAS_COPY, c.bytes);
+    const call = (c: ReturnType<typeof req>) => () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_COPY, c.bytes);
     call(req(RW | F.FIXED_IOVA, 0x10_0000n, 10n * PAGE))();
     expectErrno('EEXIST', call(req()), 'dst occupied');
     expectErrno('ENOENT', call(req(RW | F.FIXED_IOVA, 0x30_0000n)), 'src unmapped');
@@ -314,51 +307,55 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     call(auto)();
     expect(auto.dst_iova).to.equal(0x2000n);
     // The copy outlives the source mapping.
-    expect(sim.unmap(src, 0n, U64_MAX)).to.equal(12n * PAGE);
-    expect(sim.unmap(dst, 0x80_0000n, 10n * PAGE)).to.equal(10n * PAGE);
-    expect(sim.unmap(dst, auto.dst_iova, 2n * PAGE)).to.equal(2n * PAGE);
+    expect(f.sim.unmap(src, 0n, U64_MAX)).to.equal(12n * PAGE);
+    expect(f.sim.unmap(dst, 0x80_0000n, 10n * PAGE)).to.equal(10n * PAGE);
+    expect(f.sim.unmap(dst, auto.dst_iova, 2n * PAGE)).to.equal(2n * PAGE);
   });
 
   it('IOVA_RANGES: EMSGSIZE with the count (written back), then the ranges; domain-less [0, ULONG_MAX] alignment 1; ADD_RESERVED splits it', function () {
-    const ioas = sim.ioasAlloc();
-    expect(sim.iovaRanges(ioas)).to.deep.equal({ ranges: [[0n, U64_MAX]], alignment: 1n });
-    sim.testCmd(iommu_test_cmd_add_reserved, IOMMU_TEST_OP.ADD_RESERVED, ioas, (v) => {
+    const ioas = f.sim.ioasAlloc();
+    expect(f.sim.iovaRanges(ioas)).to.deep.equal({ ranges: [[0n, U64_MAX]], alignment: 1n });
+    f.sim.testCmd(iommu_test_cmd_add_reserved, IOMMU_TEST_OP.ADD_RESERVED, ioas, (v) => {
       v.start = PAGE;
       v.length = PAGE;
     });
-    expect(sim.iovaRanges(ioas).ranges).to.deep.equal([
+    expect(f.sim.iovaRanges(ioas).ranges).to.deep.equal([
       [0n, PAGE - 1n],
       [2n * PAGE, U64_MAX],
     ]);
     // num_iovas 1 of 2: the first range is written, EMSGSIZE, num_iovas = 2.
-    const out = sim.scratch();
+    const out = f.sim.scratch();
     const r = iommu_ioas_iova_ranges.view().reset();
     r.ioas_id = ioas;
     r.num_iovas = 1;
     r.allowed_iovas = out;
-    expectErrno('EMSGSIZE', () => sim.port.ioctl(sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes));
+    expectErrno('EMSGSIZE', () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes));
     expect(r.num_iovas).to.equal(2);
-    expect(iommu_iova_range.view(sim.bytes(out, 32), 0).last).to.equal(PAGE - 1n);
-    expect(iommu_iova_range.view(sim.bytes(out, 32), 16).last).to.equal(0n);
+    expect(iommu_iova_range.view(f.sim.bytes(out, 32), 0).last).to.equal(PAGE - 1n);
+    expect(iommu_iova_range.view(f.sim.bytes(out, 32), 16).last).to.equal(0n);
     // Writing a range to an unmapped array is EFAULT (B5 #16, bad pointer).
     r.num_iovas = 2;
     r.allowed_iovas = 8n;
-    expectErrno('EFAULT', () => sim.port.ioctl(sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes));
-    r.allowed_iovas = sim.memfd(PAGE, PROT.READ); // read-only: EFAULT too, and the simulator survives
-    expectErrno('EFAULT', () => sim.port.ioctl(sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes), 'read-only array');
+    expectErrno('EFAULT', () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes));
+    r.allowed_iovas = f.sim.memfd(PAGE, PROT.READ); // read-only: EFAULT too, and the simulator survives
+    expectErrno(
+      'EFAULT',
+      () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes),
+      'read-only array',
+    );
     r.__reserved = 1;
-    expectErrno('EOPNOTSUPP', () => sim.port.ioctl(sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes));
+    expectErrno('EOPNOTSUPP', () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes));
     r.__reserved = 0;
     r.ioas_id = 99;
-    expectErrno('ENOENT', () => sim.port.ioctl(sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes));
+    expectErrno('ENOENT', () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_IOVA_RANGES, r.bytes));
   });
 
   it('ALLOW_IOVAS: steers kernel-chosen IOVAs, ENOSPC when full (B5 #9), EADDRINUSE against reserved (B5 #15), EINVAL bad lists', function () {
-    const ioas = sim.ioasAlloc();
-    const arr = sim.scratch();
+    const ioas = f.sim.ioasAlloc();
+    const arr = f.sim.scratch();
     const allow = (ranges: [bigint, bigint][], id = ioas) => {
       ranges.forEach(([s, l], i) => {
-        const e = iommu_iova_range.view(sim.bytes(arr, 64), i * 16);
+        const e = iommu_iova_range.view(f.sim.bytes(arr, 64), i * 16);
         e.start = s;
         e.last = l;
       });
@@ -366,13 +363,13 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
       a.ioas_id = id;
       a.num_iovas = ranges.length;
       a.allowed_iovas = arr;
-      return () => sim.port.ioctl(sim.fd, IOMMU_IOAS_ALLOW_IOVAS, a.bytes);
+      return () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_ALLOW_IOVAS, a.bytes);
     };
     allow([[0x4000_0000n, 0x4000_ffffn]])();
-    const iova = sim.map(ioas, buf, 4n * PAGE);
+    const iova = f.sim.map(ioas, f.buf, 4n * PAGE);
     expect(iova).to.equal(0x4000_0000n);
-    expectErrno('ENOSPC', () => sim.map(ioas, buf, 16n * PAGE), 'no allowed hole');
-    sim.map(ioas, buf, PAGE, 0x10_0000n); // fixed IOVAs ignore the allowed ranges
+    expectErrno('ENOSPC', () => f.sim.map(ioas, f.buf, 16n * PAGE), 'no allowed hole');
+    f.sim.map(ioas, f.buf, PAGE, 0x10_0000n); // fixed IOVAs ignore the allowed ranges
     expectErrno('EINVAL', allow([[0x5000_0000n, 0x5000_0000n]]), 'start == last');
     expectErrno(
       'EINVAL',
@@ -384,7 +381,7 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     );
     expectErrno('ENOENT', allow([[0x5000_0000n, 0x5000_ffffn]], 99), 'unknown IOAS');
     // selftest area_allowed: reserved vs allowed both ways.
-    sim.testCmd(iommu_test_cmd_add_reserved, IOMMU_TEST_OP.ADD_RESERVED, ioas, (v) => {
+    f.sim.testCmd(iommu_test_cmd_add_reserved, IOMMU_TEST_OP.ADD_RESERVED, ioas, (v) => {
       v.start = 0x6000_0000n;
       v.length = PAGE;
     });
@@ -392,7 +389,7 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     expectErrno(
       'EADDRINUSE',
       () =>
-        sim.testCmd(iommu_test_cmd_add_reserved, IOMMU_TEST_OP.ADD_RESERVED, ioas, (v) => {
+        f.sim.testCmd(iommu_test_cmd_add_reserved, IOMMU_TEST_OP.ADD_RESERVED, ioas, (v) => {
           v.start = 0x4000_8000n;
           v.length = PAGE;
         }),
@@ -401,22 +398,26 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     expectErrno(
       'EADDRINUSE',
       () =>
-        sim.testCmd(iommu_test_cmd_add_reserved, IOMMU_TEST_OP.ADD_RESERVED, ioas, (v) => {
+        f.sim.testCmd(iommu_test_cmd_add_reserved, IOMMU_TEST_OP.ADD_RESERVED, ioas, (v) => {
           v.start = 0x10_0000n;
           v.length = PAGE;
         }),
       'reserved over an area',
     );
-    const bad = sim.scratch();
-    sim.port.munmap(bad, PAGE);
+    const bad = f.sim.scratch();
+    f.sim.port.munmap(bad, PAGE);
     const a = iommu_ioas_allow_iovas.view().reset();
     a.ioas_id = ioas;
     a.num_iovas = 1;
     a.allowed_iovas = bad;
-    expectErrno('EFAULT', () => sim.port.ioctl(sim.fd, IOMMU_IOAS_ALLOW_IOVAS, a.bytes), 'unmapped array');
+    expectErrno(
+      'EFAULT',
+      () => f.sim.port.ioctl(f.sim.fd, IOMMU_IOAS_ALLOW_IOVAS, a.bytes),
+      'unmapped array',
+    );
     allow([])();
-    sim.map(ioas, buf, 16n * PAGE);
-    sim.unmap(ioas, 0n, U64_MAX);
+    f.sim.map(ioas, f.buf, 16n * PAGE);
+    f.sim.unmap(ioas, 0n, U64_MAX);
   });
 
   it('OPTION: RLIMIT_MODE (EBUSY with objects), HUGE_PAGES per IOAS; EINVAL, EOPNOTSUPP, ENOENT (B5 #24)', function () {
@@ -430,7 +431,7 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     };
     const { RLIMIT_MODE, HUGE_PAGES } = IOMMU_OPTION_ID;
     const { GET, SET } = IOMMU_OPTION_OP;
-    const call = (o: ReturnType<typeof opt>) => () => sim.port.ioctl(sim.fd, IOMMU_OPTION, o.bytes);
+    const call = (o: ReturnType<typeof opt>) => () => f.sim.port.ioctl(f.sim.fd, IOMMU_OPTION, o.bytes);
     const get = opt(RLIMIT_MODE, GET, 0, 7n);
     call(get)();
     expect(get.val64).to.equal(0n);
@@ -442,7 +443,7 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     expectErrno('EOPNOTSUPP', call(opt(RLIMIT_MODE, 9)), 'op');
     // selftest global_options: HUGE_PAGES of object 0 is ENOENT.
     expectErrno('ENOENT', call(opt(HUGE_PAGES, GET)));
-    const ioas = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
     expectErrno('EBUSY', call(opt(RLIMIT_MODE, SET, 0, 0n)), 'objects exist');
     const huge = opt(HUGE_PAGES, GET, ioas, 3n);
     call(huge)();
@@ -451,11 +452,11 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     call(opt(HUGE_PAGES, SET, ioas, 0n))();
     call(huge)();
     expect(huge.val64).to.equal(0n);
-    expect(sim.iovaRanges(ioas).alignment, 'huge pages off: PAGE_SIZE alignment').to.equal(PAGE);
-    expectErrno('EINVAL', () => sim.map(ioas, buf + 0x800n, PAGE, 0x10_0000n), 'misaligned at map');
+    expect(f.sim.iovaRanges(ioas).alignment, 'huge pages off: PAGE_SIZE alignment').to.equal(PAGE);
+    expectErrno('EINVAL', () => f.sim.map(ioas, f.buf + 0x800n, PAGE, 0x10_0000n), 'misaligned at map');
     call(opt(HUGE_PAGES, SET, ioas, 1n))();
     // selftest ioas_align_change: a misaligned area blocks the upgrade.
-    sim.map(ioas, buf + 0x800n, PAGE, 0x10_1000n);
+    f.sim.map(ioas, f.buf + 0x800n, PAGE, 0x10_1000n);
     expectErrno('EADDRINUSE', call(opt(HUGE_PAGES, SET, ioas, 0n)), 'misaligned area');
     expectErrno('EINVAL', call(opt(HUGE_PAGES, SET, ioas, 2n)));
     expectErrno('EOPNOTSUPP', call(opt(99, GET, ioas)), 'unknown option');
@@ -463,7 +464,7 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     const r = opt(HUGE_PAGES, GET, ioas);
     r.__reserved = 1;
     expectErrno('EOPNOTSUPP', call(r), '__reserved');
-    sim.unmap(ioas, 0n, U64_MAX);
+    f.sim.unmap(ioas, 0n, U64_MAX);
   });
 
   it('VFIO_IOAS: GET without one -> ENODEV (not ENOENT); SET, GET, CLEAR; destroying it clears it', function () {
@@ -473,9 +474,9 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
       x.ioas_id = id;
       return x;
     };
-    const call = (x: ReturnType<typeof v>) => () => sim.port.ioctl(sim.fd, IOMMU_VFIO_IOAS, x.bytes);
+    const call = (x: ReturnType<typeof v>) => () => f.sim.port.ioctl(f.sim.fd, IOMMU_VFIO_IOAS, x.bytes);
     expectErrno('ENODEV', call(v(0)));
-    const ioas = sim.ioasAlloc();
+    const ioas = f.sim.ioasAlloc();
     call(v(1, ioas))();
     const got = v(0);
     call(got)();
@@ -488,7 +489,7 @@ describe('sim iommufd: objects and IOAS ioctls, no device', function () {
     r.__reserved = 1;
     expectErrno('EOPNOTSUPP', call(r), '__reserved');
     call(v(1, ioas))();
-    sim.destroy(ioas);
+    f.sim.destroy(ioas);
     expectErrno('ENODEV', call(v(0)), 'destroyed');
   });
 });

@@ -7,7 +7,6 @@ import { expect } from 'chai';
 import {
   IOMMU_IOAS_MAP_FLAGS,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
-  VFIO_DEVICE_BIND_IOMMUFD,
   VFIO_DMA_MAP_FLAG,
   VFIO_EXTENSION,
   VFIO_GROUP_GET_DEVICE_FD,
@@ -16,14 +15,13 @@ import {
   VFIO_IOMMU_UNMAP_DMA,
   VFIO_SET_IOMMU,
   vfio_device_attach_iommufd_pt,
-  vfio_device_bind_iommufd,
   vfio_iommu_type1_dma_map,
   vfio_iommu_type1_dma_unmap,
 } from '../../src/uapi/index.js';
 import { Edu, EDU_DMA_BUFFER, EDU_DMA_LIMIT, EDU_ID } from './edu.js';
 import { describeKernel } from './guest.js';
-import { eduPair, Iommufd, kernelHandles, PAGE, pattern, Resources, type MemfdBuffer } from './kit.js';
-import { ioctlRecorder, kernelPort } from './recording-port.js';
+import { iommufdFixture, kernelHandles, PAGE, pattern, type1Fixture, type MemfdBuffer } from './kit.js';
+import { ioctlRecorder } from './recording-port.js';
 
 ioctlRecorder.registerSuite('e2e-dma');
 
@@ -92,56 +90,43 @@ describeKernel(
     });
 
     describe('iommufd: /dev/iommu + VFIO cdev, IOAS_MAP', function () {
+      const f = iommufdFixture({ bind: true });
       let r: Rig;
-      let res: Resources | undefined;
       before(function () {
-        const rs = (res = new Resources(kernelPort()));
-        const fd = rs.open('/dev/iommu');
-        const iommufd = new Iommufd(rs.port, fd);
-        const dev = rs.open(`/dev/vfio/devices/${eduPair().iommufd.cdev}`);
-        const bind = vfio_device_bind_iommufd.view().reset();
-        bind.iommufd = fd;
-        rs.port.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, bind.bytes);
-        const ioas = iommufd.ioasAlloc();
+        const ioas = f.iommufd.ioasAlloc();
         const attach = vfio_device_attach_iommufd_pt.view().reset();
         attach.pt_id = ioas;
-        rs.port.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach.bytes);
-        const src = rs.memfd(BUF_PAGES * PAGE);
-        const dst = rs.memfd(BUF_PAGES * PAGE);
+        f.port.ioctl(f.dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach.bytes);
+        const src = f.res.memfd(BUF_PAGES * PAGE);
+        const dst = f.res.memfd(BUF_PAGES * PAGE);
         const RW = IOMMU_IOAS_MAP_FLAGS.READABLE | IOMMU_IOAS_MAP_FLAGS.WRITEABLE;
-        iommufd.map(ioas, src.va, src.size, SRC_IOVA, RW);
-        iommufd.map(ioas, dst.va, dst.size, DST_IOVA, RW);
-        const edu = new Edu(rs, dev);
-        r = { edu, src, dst, unmapDst: () => iommufd.unmap(ioas, DST_IOVA, dst.size) };
+        f.iommufd.map(ioas, src.va, src.size, SRC_IOVA, RW);
+        f.iommufd.map(ioas, dst.va, dst.size, DST_IOVA, RW);
+        const edu = new Edu(f.res, f.dev);
+        r = { edu, src, dst, unmapDst: () => f.iommufd.unmap(ioas, DST_IOVA, dst.size) };
         expect(edu.enableBusMaster() & 0b110).to.equal(0b110);
         edu.mapBar0();
-      });
-      after(function () {
-        res?.release();
       });
       dmaTests(() => r);
     });
 
     describe('legacy: /dev/vfio/vfio container + group, type1v2 MAP_DMA', function () {
+      const f = type1Fixture();
       let r: Rig;
-      let res: Resources | undefined;
       before(function () {
-        const rs = (res = new Resources(kernelPort()));
-        const edu0 = eduPair().legacy;
-        const container = rs.open('/dev/vfio/vfio');
-        const group = rs.open(`/dev/vfio/${edu0.group}`);
-        rs.port.ioctl(group, VFIO_GROUP_SET_CONTAINER, container);
-        rs.port.ioctl(container, VFIO_SET_IOMMU, VFIO_EXTENSION.TYPE1v2_IOMMU);
-        const dev = rs.adopt(rs.port.ioctl(group, VFIO_GROUP_GET_DEVICE_FD, edu0.bdf));
-        const src = rs.memfd(BUF_PAGES * PAGE);
-        const dst = rs.memfd(BUF_PAGES * PAGE);
+        const { port, container, group } = f;
+        port.ioctl(group, VFIO_GROUP_SET_CONTAINER, container);
+        port.ioctl(container, VFIO_SET_IOMMU, VFIO_EXTENSION.TYPE1v2_IOMMU);
+        const dev = f.res.adopt(port.ioctl(group, VFIO_GROUP_GET_DEVICE_FD, f.edu.bdf));
+        const src = f.res.memfd(BUF_PAGES * PAGE);
+        const dst = f.res.memfd(BUF_PAGES * PAGE);
         const map = (buf: MemfdBuffer, iova: bigint) => {
           const m = vfio_iommu_type1_dma_map.view().reset();
           m.flags = VFIO_DMA_MAP_FLAG.READ | VFIO_DMA_MAP_FLAG.WRITE;
           m.vaddr = buf.va;
           m.iova = iova;
           m.size = BigInt(buf.size);
-          rs.port.ioctl(container, VFIO_IOMMU_MAP_DMA, m.bytes);
+          port.ioctl(container, VFIO_IOMMU_MAP_DMA, m.bytes);
         };
         map(src, SRC_IOVA);
         map(dst, DST_IOVA);
@@ -149,16 +134,13 @@ describeKernel(
           const u = vfio_iommu_type1_dma_unmap.view().reset();
           u.iova = DST_IOVA;
           u.size = BigInt(dst.size);
-          rs.port.ioctl(container, VFIO_IOMMU_UNMAP_DMA, u.bytes);
+          port.ioctl(container, VFIO_IOMMU_UNMAP_DMA, u.bytes);
           return u.size;
         };
-        const edu = new Edu(rs, dev);
+        const edu = new Edu(f.res, dev);
         r = { edu, src, dst, unmapDst };
         expect(edu.enableBusMaster() & 0b110).to.equal(0b110);
         edu.mapBar0();
-      });
-      after(function () {
-        res?.release();
       });
       dmaTests(() => r);
     });

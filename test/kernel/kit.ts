@@ -1,8 +1,9 @@
 /**
  * Shared helpers of the kernel suites: errno expectations, resource tracking
  * (fds, memfd and anonymous mappings, released in reverse order), the edu
- * devices of the VM, and the few iommufd calls every suite repeats. Every
- * kernel call goes through the project's uapi layouts and a SyscallPort.
+ * devices of the VM, the few iommufd calls every suite repeats, and the suites'
+ * fixtures (what a suite opens in `before` and releases in `after`). Every kernel
+ * call goes through the project's uapi layouts and a SyscallPort.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { expect } from 'chai';
@@ -15,20 +16,33 @@ import {
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FLAGS,
   IOMMU_IOAS_UNMAP,
+  VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_EXTENSION,
+  VFIO_GROUP_SET_CONTAINER,
+  VFIO_GROUP_UNSET_CONTAINER,
+  VFIO_SET_IOMMU,
   iommu_destroy,
   iommu_ioas_alloc,
   iommu_ioas_iova_ranges,
   iommu_ioas_map,
   iommu_ioas_unmap,
   iommu_iova_range,
+  vfio_device_bind_iommufd,
   type ErrnoName,
 } from '../../src/uapi/index.js';
 import { guestTopology, type EduDevice } from './guest.js';
+import { kernelPort } from './recording-port.js';
 
 /** The guest's page size (x86-64). */
 export const PAGE = 4096;
 /** ULONG_MAX on a 64-bit kernel. */
 export const U64_MAX = 0xffff_ffff_ffff_ffffn;
+/**
+ * The x86 MSI window, [MSI_START, MSI_LAST]: reserved in every domain of the VMs' IOMMUs
+ * (IOMMU_RESV_MSI in VT-d; QEMU declares it as a reserved region of virtio-iommu).
+ */
+export const MSI_START = 0xfee0_0000n;
+export const MSI_LAST = 0xfeef_ffffn;
 
 /**
  * Runs `fn`, which must fail with `expected` (an errno name, or a number for
@@ -245,4 +259,152 @@ export function kernelHandles(): string[] {
     if (mine.test(line)) out.push(`map ${line}`);
   }
   return out;
+}
+
+/** The memory a suite fixture maps, in pages; what is not asked for is not made. */
+export interface FixtureOptions {
+  /** A memfd buffer of this many pages: `buf`. */
+  buf?: number;
+  /** A second memfd buffer of this many pages: `other`. */
+  other?: number;
+  /** Anonymous memory of this many pages: `scratch`. */
+  scratch?: number;
+}
+
+/** What every suite fixture holds: its fields are set by the `before` hook (those not asked for stay undefined). */
+export interface Fixture {
+  /** Everything the fixture opens and maps is tracked here and released in `after`, newest first. */
+  readonly res: Resources;
+  /** The kernel port (`res.port`). */
+  readonly port: SyscallPort;
+  readonly buf: MemfdBuffer;
+  readonly other: MemfdBuffer;
+  readonly scratch: Scratch;
+}
+
+type Filling<T> = { -readonly [K in keyof T]?: T[K] };
+
+/**
+ * Registers, in the calling `describe`, a `before` that makes Resources on the kernel port,
+ * calls `open`, maps the memory `opts` asks for, then calls `ready`; and an `after` that
+ * calls `close` and then releases everything. Returns the fixture those hooks fill in.
+ */
+function suiteFixture<T extends Fixture>(
+  opts: FixtureOptions,
+  steps: {
+    open(f: Filling<T>, res: Resources): void;
+    ready?(f: Filling<T>, res: Resources): void;
+    close?(f: Filling<T>, res: Resources): void;
+  },
+): T {
+  const f: Filling<T> = {};
+  before(function () {
+    const res = new Resources(kernelPort());
+    f.res = res;
+    f.port = res.port;
+    steps.open(f, res);
+    if (opts.buf) f.buf = res.memfd(opts.buf * PAGE);
+    if (opts.other) f.other = res.memfd(opts.other * PAGE);
+    if (opts.scratch) f.scratch = res.scratch(opts.scratch * PAGE);
+    steps.ready?.(f, res);
+  });
+  after(function () {
+    const res = f.res;
+    if (!res) return;
+    try {
+      steps.close?.(f, res);
+    } finally {
+      res.release();
+    }
+  });
+  return f as T;
+}
+
+/** What {@link iommufdFixture} opens besides its memory. */
+export interface IommufdFixtureOptions extends FixtureOptions {
+  /** Open the VFIO cdev of {@link eduPair}'s iommufd edu (`edu`, `dev`), right after /dev/iommu. */
+  cdev?: boolean;
+  /** Open the cdev as `cdev` does, and bind it to the iommufd after the memory (`devId`). */
+  bind?: boolean;
+}
+
+/**
+ * The fixture of a suite on /dev/iommu. Released newest first: the device fd closes
+ * before /dev/iommu (unbind, then the iommufd and its objects).
+ */
+export interface IommufdFixture extends Fixture {
+  /** The /dev/iommu fd. */
+  readonly fd: number;
+  readonly iommufd: Iommufd;
+  readonly edu: EduDevice;
+  /** The edu's cdev fd. */
+  readonly dev: number;
+  /** The iommufd device id of `dev` (VFIO_DEVICE_BIND_IOMMUFD's out_devid). */
+  readonly devId: number;
+}
+
+/** What {@link type1Fixture} does besides opening the container, the group and the memory. */
+export interface Type1FixtureOptions extends FixtureOptions {
+  /**
+   * Put the group in the container and set the type1v2 IOMMU, after the memory; take the
+   * group out of the container again in `after`, before the release.
+   */
+  attach?: boolean;
+}
+
+/** The fixture of a suite on a legacy container and group. */
+export interface Type1Fixture extends Fixture {
+  /** {@link eduPair}'s legacy edu. */
+  readonly edu: EduDevice;
+  /** The /dev/vfio/vfio fd. */
+  readonly container: number;
+  /** The /dev/vfio/<group> fd of `edu`. */
+  readonly group: number;
+}
+
+/**
+ * Registers, in the calling `describe`, the hooks that open /dev/iommu (then, as `opts`
+ * asks, the edu's cdev, the memory and the bind) and release it all; returns the fixture.
+ */
+export function iommufdFixture(opts: IommufdFixtureOptions = {}): IommufdFixture {
+  return suiteFixture<IommufdFixture>(opts, {
+    open(f, res) {
+      const fd = (f.fd = res.open('/dev/iommu'));
+      f.iommufd = new Iommufd(res.port, fd);
+      if (opts.cdev || opts.bind) {
+        f.edu = eduPair().iommufd;
+        f.dev = res.open(`/dev/vfio/devices/${f.edu.cdev}`);
+      }
+    },
+    ready(f, res) {
+      if (!opts.bind) return;
+      const b = vfio_device_bind_iommufd.view().reset();
+      b.iommufd = f.fd!;
+      res.port.ioctl(f.dev!, VFIO_DEVICE_BIND_IOMMUFD, b.bytes);
+      f.devId = b.out_devid;
+    },
+  });
+}
+
+/**
+ * Registers, in the calling `describe`, the hooks that open a /dev/vfio/vfio container and
+ * the legacy edu's group (then, as `opts` asks, the memory and the attach) and release it
+ * all; returns the fixture.
+ */
+export function type1Fixture(opts: Type1FixtureOptions = {}): Type1Fixture {
+  return suiteFixture<Type1Fixture>(opts, {
+    open(f, res) {
+      f.edu = eduPair().legacy;
+      f.container = res.open('/dev/vfio/vfio');
+      f.group = res.open(`/dev/vfio/${f.edu.group}`);
+    },
+    ready(f, res) {
+      if (!opts.attach) return;
+      res.port.ioctl(f.group!, VFIO_GROUP_SET_CONTAINER, f.container!);
+      res.port.ioctl(f.container!, VFIO_SET_IOMMU, VFIO_EXTENSION.TYPE1v2_IOMMU);
+    },
+    close(f, res) {
+      if (opts.attach) res.port.ioctl(f.group!, VFIO_GROUP_UNSET_CONTAINER);
+    },
+  });
 }

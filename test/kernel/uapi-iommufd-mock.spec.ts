@@ -46,8 +46,8 @@ import {
   iommu_test_cmd_mock_domain_replace,
   iommu_test_hw_info,
 } from '../../src/uapi/index.js';
-import { expectErrno, Iommufd, PAGE, Resources, type MemfdBuffer, type Scratch } from './kit.js';
-import { ioctlRecorder, kernelPort } from './recording-port.js';
+import { expectErrno, iommufdFixture, PAGE } from './kit.js';
+import { ioctlRecorder } from './recording-port.js';
 import { describeKernelOn } from './variant.js';
 
 ioctlRecorder.registerSuite('uapi-iommufd-mock');
@@ -76,27 +76,9 @@ interface Mock {
 }
 
 describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (virtio-iommu VM)', function () {
-  let res: Resources;
-  let fd: number;
-  let iommufd: Iommufd;
-  let buf: MemfdBuffer;
-  let other: MemfdBuffer;
-  let scratch: Scratch;
-  const port = () => res.port;
+  const f = iommufdFixture({ buf: 16, other: 4, scratch: 2 });
 
-  before(function () {
-    res = new Resources(kernelPort());
-    fd = res.open('/dev/iommu');
-    iommufd = new Iommufd(res.port, fd);
-    buf = res.memfd(16 * PAGE);
-    other = res.memfd(4 * PAGE);
-    scratch = res.scratch(2 * PAGE);
-  });
-  after(function () {
-    res?.release();
-  });
-
-  const cmd = (bytes: Uint8Array) => () => port().ioctl(fd, IOMMU_TEST_CMD, bytes);
+  const cmd = (bytes: Uint8Array) => () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, bytes);
   /** MOCK_DOMAIN (or MOCK_DOMAIN_FLAGS with `devFlags`) on `ptId`; the call and its answer. */
   function mockReq(ptId: number, devFlags?: number) {
     if (devFlags === undefined) {
@@ -180,22 +162,22 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
   }
   function hwptAlloc(devId: number, ptId: number, flags = 0): number {
     const h = hwptReq(devId, ptId, flags);
-    port().ioctl(fd, IOMMU_HWPT_ALLOC, h.bytes);
+    f.port.ioctl(f.fd, IOMMU_HWPT_ALLOC, h.bytes);
     return h.out_hwpt_id;
   }
-  const hwptCall = (h: ReturnType<typeof hwptReq>) => () => port().ioctl(fd, IOMMU_HWPT_ALLOC, h.bytes);
+  const hwptCall = (h: ReturnType<typeof hwptReq>) => () => f.port.ioctl(f.fd, IOMMU_HWPT_ALLOC, h.bytes);
   const destroyReq = (id: number) => {
     const d = iommu_destroy.view().reset();
     d.id = id;
-    return () => port().ioctl(fd, IOMMU_DESTROY, d.bytes);
+    return () => f.port.ioctl(f.fd, IOMMU_DESTROY, d.bytes);
   };
   function hwInfo(devId: number) {
     const info = iommu_hw_info.view().reset();
     info.dev_id = devId;
     info.data_len = iommu_test_hw_info.size;
-    info.data_uptr = scratch.va;
-    port().ioctl(fd, IOMMU_GET_HW_INFO, info.bytes);
-    const data = iommu_test_hw_info.view(scratch.bytes);
+    info.data_uptr = f.scratch.va;
+    f.port.ioctl(f.fd, IOMMU_GET_HW_INFO, info.bytes);
+    const data = iommu_test_hw_info.view(f.scratch.bytes);
     return { type: info.out_data_type, len: info.data_len, caps: info.out_capabilities, reg: data.test_reg };
   }
   const fixedMap = (ioas: number, va: bigint, length: bigint, iova: bigint) => {
@@ -206,14 +188,14 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
     m.user_va = va;
     m.length = length;
     m.iova = iova;
-    return () => port().ioctl(fd, IOMMU_IOAS_MAP, m.bytes);
+    return () => f.port.ioctl(f.fd, IOMMU_IOAS_MAP, m.bytes);
   };
 
   it('MOCK_DOMAIN: binds a mock device and attaches it to an IOAS through an automatic mock HWPT; the IOAS takes the mock aperture [16 MiB, 2 GiB) and its 2 KiB page; GET_HW_INFO gives the selftest data and DIRTY_TRACKING (not with NO_DIRTY); unknown device flag -> EINVAL, unknown IOAS -> ENOENT; the selftest object holds the IOAS', function () {
-    const ioas = iommufd.ioasAlloc();
+    const ioas = f.iommufd.ioasAlloc();
     const md = mock(ioas);
     expect(new Set([md.stdev, md.hwpt, md.idev, ioas]).size, 'four distinct objects').to.equal(4);
-    const { ranges, alignment } = iommufd.iovaRanges(ioas, scratch);
+    const { ranges, alignment } = f.iommufd.iovaRanges(ioas, f.scratch);
     expect(ranges).to.deep.equal([{ start: BASE, last: LAST }]);
     expect(alignment, 'MOCK_IO_PAGE_SIZE').to.equal(MOCK_PAGE);
     expectErrno('EBUSY', destroyReq(ioas), 'IOAS with a mock device attached');
@@ -231,77 +213,81 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
 
     expectErrno('EINVAL', mockReq(ioas, 1 << 5).call, 'unknown device flag');
     expectErrno('ENOENT', mockReq(0x7fff_0000).call, 'unknown IOAS');
-    iommufd.destroy(nd.stdev);
-    iommufd.destroy(md.stdev); // unbinds the device; its automatic HWPT goes with it
+    f.iommufd.destroy(nd.stdev);
+    f.iommufd.destroy(md.stdev); // unbinds the device; its automatic HWPT goes with it
     expectErrno('ENOENT', destroyReq(md.hwpt), 'the automatic HWPT went with its last device');
-    expect(iommufd.iovaRanges(ioas, scratch)).to.deep.equal({
+    expect(f.iommufd.iovaRanges(ioas, f.scratch)).to.deep.equal({
       ranges: [{ start: 0n, last: 0xffff_ffff_ffff_ffffn }],
       alignment: 1n,
     });
-    iommufd.destroy(ioas);
+    f.iommufd.destroy(ioas);
   });
 
   it('IOAS_MAP into a mock domain, read back with MD_CHECK_MAP: each IOVA maps the pages of its VA, pinned once (MD_CHECK_REFS); a 2 KiB half page maps; another VA, an unmapped IOVA or unaligned input -> EINVAL, an IOAS id -> ENOENT; maps outside the aperture or 1 KiB aligned -> EINVAL', function () {
-    const ioas = iommufd.ioasAlloc();
+    const ioas = f.iommufd.ioasAlloc();
     const md = mock(ioas);
-    iommufd.map(ioas, buf.va, 4n * P, BASE);
-    checkMap(md.hwpt, BASE, 4n * P, buf.va)();
-    checkMap(md.hwpt, BASE + P + MOCK_PAGE, MOCK_PAGE, buf.va + P + MOCK_PAGE)();
-    checkRefs(buf.va, 4n * P, 1)();
+    f.iommufd.map(ioas, f.buf.va, 4n * P, BASE);
+    checkMap(md.hwpt, BASE, 4n * P, f.buf.va)();
+    checkMap(md.hwpt, BASE + P + MOCK_PAGE, MOCK_PAGE, f.buf.va + P + MOCK_PAGE)();
+    checkRefs(f.buf.va, 4n * P, 1)();
 
-    expectErrno('EINVAL', checkMap(md.hwpt, BASE, 4n * P, other.va), 'pages of another VA');
-    expectErrno('EINVAL', checkMap(md.hwpt, BASE + P, P, buf.va), 'IOVA and VA a page apart');
-    expectErrno('EINVAL', checkMap(md.hwpt, BASE + 8n * P, P, buf.va), 'an unmapped IOVA');
-    expectErrno('EINVAL', checkMap(md.hwpt, BASE + 0x400n, P, buf.va + 0x400n), 'not 2 KiB aligned');
-    expectErrno('EINVAL', checkMap(md.hwpt, BASE, 0x400n, buf.va), 'length not a 2 KiB multiple');
-    expectErrno('ENOENT', checkMap(ioas, BASE, P, buf.va), 'an IOAS id');
+    expectErrno('EINVAL', checkMap(md.hwpt, BASE, 4n * P, f.other.va), 'pages of another VA');
+    expectErrno('EINVAL', checkMap(md.hwpt, BASE + P, P, f.buf.va), 'IOVA and VA a page apart');
+    expectErrno('EINVAL', checkMap(md.hwpt, BASE + 8n * P, P, f.buf.va), 'an unmapped IOVA');
+    expectErrno('EINVAL', checkMap(md.hwpt, BASE + 0x400n, P, f.buf.va + 0x400n), 'not 2 KiB aligned');
+    expectErrno('EINVAL', checkMap(md.hwpt, BASE, 0x400n, f.buf.va), 'length not a 2 KiB multiple');
+    expectErrno('ENOENT', checkMap(ioas, BASE, P, f.buf.va), 'an IOAS id');
 
     // The IOAS alignment follows the smallest domain page: 2 KiB here, 4 KiB with VT-d.
-    const half = fixedMap(ioas, buf.va + 4n * P + MOCK_PAGE, MOCK_PAGE, BASE + 8n * P + MOCK_PAGE);
+    const half = fixedMap(ioas, f.buf.va + 4n * P + MOCK_PAGE, MOCK_PAGE, BASE + 8n * P + MOCK_PAGE);
     half();
-    checkMap(md.hwpt, BASE + 8n * P + MOCK_PAGE, MOCK_PAGE, buf.va + 4n * P + MOCK_PAGE)();
-    expectErrno('EINVAL', fixedMap(ioas, buf.va + 5n * P + 0x400n, 0x400n, BASE + 10n * P + 0x400n), '1 KiB');
-    expectErrno('EINVAL', fixedMap(ioas, buf.va + 5n * P, P, 0x10_0000n), 'below the aperture');
-    expectErrno('EINVAL', fixedMap(ioas, buf.va + 5n * P, 2n * P, LAST + 1n - P), 'across its end');
-    const anywhere = iommufd.map(ioas, buf.va + 6n * P, 2n * P);
+    checkMap(md.hwpt, BASE + 8n * P + MOCK_PAGE, MOCK_PAGE, f.buf.va + 4n * P + MOCK_PAGE)();
+    expectErrno(
+      'EINVAL',
+      fixedMap(ioas, f.buf.va + 5n * P + 0x400n, 0x400n, BASE + 10n * P + 0x400n),
+      '1 KiB',
+    );
+    expectErrno('EINVAL', fixedMap(ioas, f.buf.va + 5n * P, P, 0x10_0000n), 'below the aperture');
+    expectErrno('EINVAL', fixedMap(ioas, f.buf.va + 5n * P, 2n * P, LAST + 1n - P), 'across its end');
+    const anywhere = f.iommufd.map(ioas, f.buf.va + 6n * P, 2n * P);
     expect(anywhere >= BASE && anywhere + 2n * P - 1n <= LAST, 'kernel-chosen IOVA in the aperture').to.equal(
       true,
     );
-    checkMap(md.hwpt, anywhere, 2n * P, buf.va + 6n * P)();
+    checkMap(md.hwpt, anywhere, 2n * P, f.buf.va + 6n * P)();
 
-    expect(iommufd.unmap(ioas, BASE, 4n * P)).to.equal(4n * P);
-    expectErrno('EINVAL', checkMap(md.hwpt, BASE, P, buf.va), 'after the unmap');
-    checkRefs(buf.va, 4n * P, 0)();
-    iommufd.destroy(md.stdev);
-    iommufd.destroy(ioas);
+    expect(f.iommufd.unmap(ioas, BASE, 4n * P)).to.equal(4n * P);
+    expectErrno('EINVAL', checkMap(md.hwpt, BASE, P, f.buf.va), 'after the unmap');
+    checkRefs(f.buf.va, 4n * P, 0)();
+    f.iommufd.destroy(md.stdev);
+    f.iommufd.destroy(ioas);
   });
 
   it('MOCK_DOMAIN_REPLACE: moves the mock device to a HWPT_ALLOC mock HWPT (the IOAS mapped into it at allocation: MD_CHECK_MAP), and back to the IOAS (a new automatic HWPT); the HWPT in use is busy; unknown pt -> ENOENT, an id that is no selftest device -> ENOENT', function () {
-    const ioas = iommufd.ioasAlloc();
+    const ioas = f.iommufd.ioasAlloc();
     const md = mock(ioas);
-    iommufd.map(ioas, buf.va, 2n * P, BASE);
+    f.iommufd.map(ioas, f.buf.va, 2n * P, BASE);
     const hwpt = hwptAlloc(md.idev, ioas);
-    checkMap(hwpt, BASE, 2n * P, buf.va)();
+    checkMap(hwpt, BASE, 2n * P, f.buf.va)();
     expect(replace(md.stdev, hwpt)).to.equal(hwpt);
     expectErrno('ENOENT', destroyReq(md.hwpt), 'the automatic HWPT went with its last device');
     expectErrno('EBUSY', destroyReq(hwpt), 'HWPT with the device attached');
     const back = replace(md.stdev, ioas);
     expect(back, 'a new automatic HWPT').to.not.be.oneOf([hwpt, ioas]);
-    checkMap(back, BASE, 2n * P, buf.va)();
+    checkMap(back, BASE, 2n * P, f.buf.va)();
     expectErrno('ENOENT', replaceReq(md.stdev, 0x7fff_0000).call, 'unknown pt');
     expectErrno('ENOENT', replaceReq(ioas, hwpt).call, 'an IOAS id as device');
-    iommufd.destroy(hwpt);
-    iommufd.destroy(md.stdev);
-    iommufd.unmap(ioas, BASE, 2n * P);
-    iommufd.destroy(ioas);
+    f.iommufd.destroy(hwpt);
+    f.iommufd.destroy(md.stdev);
+    f.iommufd.unmap(ioas, BASE, 2n * P);
+    f.iommufd.destroy(ioas);
   });
 
   it('dirty tracking end to end: HWPT_ALLOC(DIRTY_TRACKING), a device on it, SET_DIRTY_TRACKING on, IOMMU_TEST_OP_DIRTY marks every other 2 KiB page, GET_DIRTY_BITMAP reads exactly those bits (NO_CLEAR keeps them, a plain read clears them; at 4 KiB each page with a dirty half is dirty); with tracking off the read reports nothing (6.12 drops the error), turning it on starts clean; refusals: DIRTY while off -> EINVAL, a HWPT without dirty ops -> EOPNOTSUPP, a NO_DIRTY device -> EOPNOTSUPP / EINVAL, unknown flag -> EOPNOTSUPP', function () {
-    const ioas = iommufd.ioasAlloc();
+    const ioas = f.iommufd.ioasAlloc();
     const md = mock(ioas);
     const len = 16n * P;
     const pages = Number(len / MOCK_PAGE); // 32 bits of bitmap
-    iommufd.map(ioas, buf.va, len, BASE);
+    f.iommufd.map(ioas, f.buf.va, len, BASE);
     const hwpt = hwptAlloc(md.idev, ioas, A.ALLOC_DIRTY_TRACKING);
     const on = mock(hwpt);
     expect(on.hwpt).to.equal(hwpt);
@@ -312,10 +298,10 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
       const t = iommu_hwpt_set_dirty_tracking.view().reset();
       t.hwpt_id = id;
       t.flags = flags;
-      return () => port().ioctl(fd, IOMMU_HWPT_SET_DIRTY_TRACKING, t.bytes);
+      return () => f.port.ioctl(f.fd, IOMMU_HWPT_SET_DIRTY_TRACKING, t.bytes);
     };
-    const marks = scratch.bytes.subarray(0, 8);
-    const bitmap = scratch.bytes.subarray(64, 72);
+    const marks = f.scratch.bytes.subarray(0, 8);
+    const bitmap = f.scratch.bytes.subarray(64, 72);
     const dirty = () => {
       const c = iommu_test_cmd_dirty.view().reset();
       c.op = IOMMU_TEST_OP.DIRTY;
@@ -323,7 +309,7 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
       c.iova = BASE;
       c.length = len;
       c.page_size = MOCK_PAGE; // the op indexes mock pages by iova / page_size
-      c.uptr = scratch.va;
+      c.uptr = f.scratch.va;
       return { call: cmd(c.bytes), count: () => c.out_nr_dirty };
     };
     const read = (flags = 0, pageSize = MOCK_PAGE) => {
@@ -333,10 +319,10 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
       g.iova = BASE;
       g.length = len;
       g.page_size = pageSize;
-      g.data = scratch.va + 64n;
+      g.data = f.scratch.va + 64n;
       bitmap.fill(0);
       return () => {
-        port().ioctl(fd, IOMMU_HWPT_GET_DIRTY_BITMAP, g.bytes);
+        f.port.ioctl(f.fd, IOMMU_HWPT_GET_DIRTY_BITMAP, g.bytes);
         return [...bitmap];
       };
     };
@@ -374,37 +360,37 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
       track(md.hwpt, IOMMU_HWPT_DIRTY_TRACKING.ENABLE),
       'HWPT without DIRTY_TRACKING',
     );
-    const ioas2 = iommufd.ioasAlloc();
+    const ioas2 = f.iommufd.ioasAlloc();
     const nd = mock(ioas2, MOCK_FLAGS_DEVICE.NO_DIRTY);
     expectErrno('EOPNOTSUPP', hwptCall(hwptReq(nd.idev, ioas2, A.ALLOC_DIRTY_TRACKING)), 'NO_DIRTY device');
 
-    iommufd.destroy(nd.stdev);
-    iommufd.destroy(ioas2);
-    iommufd.destroy(on.stdev);
-    iommufd.destroy(hwpt);
-    iommufd.destroy(md.stdev);
-    iommufd.unmap(ioas, BASE, len);
-    iommufd.destroy(ioas);
+    f.iommufd.destroy(nd.stdev);
+    f.iommufd.destroy(ioas2);
+    f.iommufd.destroy(on.stdev);
+    f.iommufd.destroy(hwpt);
+    f.iommufd.destroy(md.stdev);
+    f.iommufd.unmap(ioas, BASE, len);
+    f.iommufd.destroy(ioas);
   });
 
   it('nested mock HWPT: HWPT_ALLOC with IOMMU_HWPT_DATA_SELFTEST on a NEST_PARENT HWPT (iotlb 0xbadbeef in its 4 mock IOTLB entries), HWPT_INVALIDATE with IOMMU_HWPT_INVALIDATE_DATA_SELFTEST entries clears one entry, then all; a bad entry stops the batch (entry_num = entries done); the device attaches to it; FAULT_ID_VALID takes a fault queue; refusals of both ioctls', function () {
-    const ioas = iommufd.ioasAlloc();
+    const ioas = f.iommufd.ioasAlloc();
     const md = mock(ioas);
     const parent = hwptAlloc(md.idev, ioas, A.ALLOC_NEST_PARENT);
     const plain = hwptAlloc(md.idev, ioas);
-    iommu_hwpt_selftest.view(scratch.bytes).iotlb = IOMMU_SELFTEST.TEST_IOTLB_DEFAULT;
+    iommu_hwpt_selftest.view(f.scratch.bytes).iotlb = IOMMU_SELFTEST.TEST_IOTLB_DEFAULT;
     const nestedReq = (
       pt: number,
-      f: Partial<{ type: number; len: number; uptr: bigint; flags: number }> = {},
+      o: Partial<{ type: number; len: number; uptr: bigint; flags: number }> = {},
     ) => {
-      const h = hwptReq(md.idev, pt, f.flags ?? 0);
-      h.data_type = f.type ?? IOMMU_SELFTEST.HWPT_DATA_SELFTEST;
-      h.data_len = f.len ?? iommu_hwpt_selftest.size;
-      h.data_uptr = f.uptr ?? scratch.va;
+      const h = hwptReq(md.idev, pt, o.flags ?? 0);
+      h.data_type = o.type ?? IOMMU_SELFTEST.HWPT_DATA_SELFTEST;
+      h.data_len = o.len ?? iommu_hwpt_selftest.size;
+      h.data_uptr = o.uptr ?? f.scratch.va;
       return h;
     };
     const nested = nestedReq(parent);
-    port().ioctl(fd, IOMMU_HWPT_ALLOC, nested.bytes);
+    f.port.ioctl(f.fd, IOMMU_HWPT_ALLOC, nested.bytes);
     const n1 = nested.out_hwpt_id;
     expect(iotlbs(n1), 'every mock IOTLB entry holds the given value').to.deep.equal(
       new Array(IOTLB_NUM).fill(IOMMU_SELFTEST.TEST_IOTLB_DEFAULT),
@@ -425,7 +411,7 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
 
     const entries = iommu_hwpt_invalidate_selftest.size;
     const entry = (i: number, flags: number, id: number) => {
-      const e = iommu_hwpt_invalidate_selftest.view(scratch.bytes, 1024 + i * entries);
+      const e = iommu_hwpt_invalidate_selftest.view(f.scratch.bytes, 1024 + i * entries);
       e.flags = flags;
       e.iotlb_id = id;
     };
@@ -433,10 +419,10 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
       const v = iommu_hwpt_invalidate.view().reset();
       v.hwpt_id = hwpt;
       v.data_type = type;
-      v.data_uptr = scratch.va + 1024n;
+      v.data_uptr = f.scratch.va + 1024n;
       v.entry_len = entries;
       v.entry_num = num;
-      return { call: () => port().ioctl(fd, IOMMU_HWPT_INVALIDATE, v.bytes), done: () => v.entry_num };
+      return { call: () => f.port.ioctl(f.fd, IOMMU_HWPT_INVALIDATE, v.bytes), done: () => v.entry_num };
     };
     const D = IOMMU_SELFTEST.TEST_IOTLB_DEFAULT;
     entry(0, 0, 1);
@@ -473,19 +459,19 @@ describeKernelOn('virtio', 'uapi conformance: iommufd selftest mock domains (vir
 
     // 6.12 takes a fault queue only for nested HWPTs (VT-d paging HWPTs refuse FAULT_ID_VALID).
     const q = iommu_fault_alloc.view().reset();
-    port().ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, q.bytes);
-    const qfd = res.adopt(q.out_fault_fd);
+    f.port.ioctl(f.fd, IOMMU_FAULT_QUEUE_ALLOC, q.bytes);
+    const qfd = f.res.adopt(q.out_fault_fd);
     const withFault = nestedReq(parent, { flags: A.FAULT_ID_VALID });
     withFault.fault_id = q.out_fault_id;
-    port().ioctl(fd, IOMMU_HWPT_ALLOC, withFault.bytes);
-    res.close(qfd);
+    f.port.ioctl(f.fd, IOMMU_HWPT_ALLOC, withFault.bytes);
+    f.res.close(qfd);
     expectErrno('EBUSY', destroyReq(q.out_fault_id), 'fault queue (fd closed) under a HWPT');
     const badFault = nestedReq(parent, { flags: A.FAULT_ID_VALID });
     badFault.fault_id = 0x7fff_0000;
     expectErrno('ENOENT', hwptCall(badFault), 'unknown fault queue');
 
-    for (const id of [withFault.out_hwpt_id, n1, parent, plain, md.stdev]) iommufd.destroy(id);
-    iommufd.destroy(q.out_fault_id);
-    iommufd.destroy(ioas);
+    for (const id of [withFault.out_hwpt_id, n1, parent, plain, md.stdev]) f.iommufd.destroy(id);
+    f.iommufd.destroy(q.out_fault_id);
+    f.iommufd.destroy(ioas);
   });
 });

@@ -37,17 +37,8 @@ import {
   iommu_test_cmd_mock_domain_flags,
 } from '../../src/uapi/index.js';
 import { describeKernelOn } from './variant.js';
-import {
-  expectErrno,
-  Iommufd,
-  PAGE,
-  pattern,
-  Resources,
-  U64_MAX,
-  type MemfdBuffer,
-  type Scratch,
-} from './kit.js';
-import { ioctlRecorder, kernelPort } from './recording-port.js';
+import { expectErrno, iommufdFixture, PAGE, pattern, U64_MAX } from './kit.js';
+import { ioctlRecorder } from './recording-port.js';
 
 ioctlRecorder.registerSuite('uapi-iommufd-selftest');
 
@@ -56,38 +47,20 @@ const BASE = BigInt(MOCK_APERTURE.START);
 const F = IOMMU_IOAS_MAP_FLAGS;
 
 describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_IOMMUFD_TEST)', function () {
-  let res: Resources;
-  let fd: number;
-  let iommufd: Iommufd;
-  let buf: MemfdBuffer;
-  let other: MemfdBuffer;
-  let scratch: Scratch;
-  const port = () => res.port;
-
-  before(function () {
-    res = new Resources(kernelPort());
-    fd = res.open('/dev/iommu');
-    iommufd = new Iommufd(res.port, fd);
-    buf = res.memfd(16 * PAGE);
-    other = res.memfd(4 * PAGE);
-    scratch = res.scratch(2 * PAGE);
-  });
-  after(function () {
-    res?.release();
-  });
+  const f = iommufdFixture({ buf: 16, other: 4, scratch: 2 });
 
   function mockDomain(ptId: number, devFlags?: number) {
     if (devFlags === undefined) {
       const c = iommu_test_cmd_mock_domain.view().reset();
       c.op = IOMMU_TEST_OP.MOCK_DOMAIN;
       c.id = ptId;
-      return () => port().ioctl(fd, IOMMU_TEST_CMD, c.bytes);
+      return () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes);
     }
     const c = iommu_test_cmd_mock_domain_flags.view().reset();
     c.op = IOMMU_TEST_OP.MOCK_DOMAIN_FLAGS;
     c.id = ptId;
     c.dev_flags = devFlags;
-    return () => port().ioctl(fd, IOMMU_TEST_CMD, c.bytes);
+    return () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes);
   }
   function checkRefs(uptr: bigint, length: bigint, refs: number) {
     const c = iommu_test_cmd_check_refs.view().reset();
@@ -95,7 +68,7 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     c.uptr = uptr;
     c.length = length;
     c.refs = refs;
-    return () => port().ioctl(fd, IOMMU_TEST_CMD, c.bytes);
+    return () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes);
   }
   /** CREATE_ACCESS on `ioas`; returns the access fd (tracked). */
   function createAccess(ioas: number, flags = 0): number {
@@ -103,8 +76,8 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     c.op = IOMMU_TEST_OP.CREATE_ACCESS;
     c.id = ioas;
     c.flags = flags;
-    port().ioctl(fd, IOMMU_TEST_CMD, c.bytes);
-    return res.adopt(c.out_access_fd);
+    f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes);
+    return f.res.adopt(c.out_access_fd);
   }
   function accessRw(access: number, iova: bigint, length: number, uptr: bigint, flags = 0) {
     const c = iommu_test_cmd_access_rw.view().reset();
@@ -114,7 +87,7 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     c.length = BigInt(length);
     c.uptr = uptr;
     c.flags = flags;
-    return () => port().ioctl(fd, IOMMU_TEST_CMD, c.bytes);
+    return () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes);
   }
   function accessPages(access: number, iova: bigint, length: bigint, uptr: bigint) {
     const c = iommu_test_cmd_access_pages.view().reset();
@@ -123,18 +96,18 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     c.iova = iova;
     c.length = length;
     c.uptr = uptr;
-    return { cmd: c, call: () => port().ioctl(fd, IOMMU_TEST_CMD, c.bytes) };
+    return { cmd: c, call: () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes) };
   }
   function destroyAccessPages(access: number, item: number) {
     const c = iommu_test_cmd_destroy_access_pages.view().reset();
     c.op = IOMMU_TEST_OP.DESTROY_ACCESS_PAGES;
     c.id = access;
     c.access_pages_id = item;
-    return () => port().ioctl(fd, IOMMU_TEST_CMD, c.bytes);
+    return () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes);
   }
 
   it('MOCK_DOMAIN and MOCK_DOMAIN_FLAGS -> EINVAL here (the mock device gets no IOMMU next to VT-d, see above); MD_CHECK_MAP of a non-HWPT -> ENOENT; an unknown op -> EOPNOTSUPP', function () {
-    const ioas = iommufd.ioasAlloc();
+    const ioas = f.iommufd.ioasAlloc();
     expectErrno('EINVAL', mockDomain(ioas), 'MOCK_DOMAIN');
     expectErrno('EINVAL', mockDomain(ioas, MOCK_FLAGS_DEVICE.NO_DIRTY), 'MOCK_DOMAIN_FLAGS');
     // The failed binds left nothing behind: the IOAS has no users.
@@ -143,115 +116,119 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     c.id = ioas;
     c.iova = BASE;
     c.length = P;
-    c.uptr = buf.va;
-    expectErrno('ENOENT', () => port().ioctl(fd, IOMMU_TEST_CMD, c.bytes), 'MD_CHECK_MAP of an IOAS id');
+    c.uptr = f.buf.va;
+    expectErrno('ENOENT', () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes), 'MD_CHECK_MAP of an IOAS id');
     c.op = 0x7fff;
-    expectErrno('EOPNOTSUPP', () => port().ioctl(fd, IOMMU_TEST_CMD, c.bytes), 'unknown op');
-    iommufd.destroy(ioas);
+    expectErrno('EOPNOTSUPP', () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, c.bytes), 'unknown op');
+    f.iommufd.destroy(ioas);
   });
 
   it('CREATE_ACCESS + ACCESS_RW: the kernel reads and writes the memfd through the IOAS mapping; an unmapped IOVA -> ENOENT, writing a READABLE-only area -> EPERM, unknown flags -> EOPNOTSUPP, not an access fd -> EBADFD; the access holds the IOAS (EBUSY)', function () {
-    const ioas = iommufd.ioasAlloc();
-    iommufd.map(ioas, buf.va, 4n * P, 0x10_0000n);
-    iommufd.map(ioas, other.va, P, 0x20_0000n, F.READABLE);
+    const ioas = f.iommufd.ioasAlloc();
+    f.iommufd.map(ioas, f.buf.va, 4n * P, 0x10_0000n);
+    f.iommufd.map(ioas, f.other.va, P, 0x20_0000n, F.READABLE);
     const access = createAccess(ioas);
-    const seen = scratch.bytes.subarray(0, 1000);
+    const seen = f.scratch.bytes.subarray(0, 1000);
 
-    pattern(buf.bytes, 3);
-    accessRw(access, 0x10_0123n, 1000, scratch.va)();
-    expect(Buffer.from(seen).equals(Buffer.from(buf.bytes.subarray(0x123, 0x123 + 1000))), 'read').to.equal(
+    pattern(f.buf.bytes, 3);
+    accessRw(access, 0x10_0123n, 1000, f.scratch.va)();
+    expect(Buffer.from(seen).equals(Buffer.from(f.buf.bytes.subarray(0x123, 0x123 + 1000))), 'read').to.equal(
       true,
     );
     seen.fill(0);
-    accessRw(access, 0x10_0123n, 1000, scratch.va, MOCK_ACCESS.ACCESS_RW_SLOW_PATH)();
+    accessRw(access, 0x10_0123n, 1000, f.scratch.va, MOCK_ACCESS.ACCESS_RW_SLOW_PATH)();
     expect(
-      Buffer.from(seen).equals(Buffer.from(buf.bytes.subarray(0x123, 0x123 + 1000))),
+      Buffer.from(seen).equals(Buffer.from(f.buf.bytes.subarray(0x123, 0x123 + 1000))),
       'slow path',
     ).to.equal(true);
     pattern(seen, 4);
-    accessRw(access, 0x10_0000n + P + 7n, 1000, scratch.va, MOCK_ACCESS.ACCESS_RW_WRITE)();
+    accessRw(access, 0x10_0000n + P + 7n, 1000, f.scratch.va, MOCK_ACCESS.ACCESS_RW_WRITE)();
     expect(
-      Buffer.from(buf.bytes.subarray(PAGE + 7, PAGE + 7 + 1000)).equals(Buffer.from(seen)),
+      Buffer.from(f.buf.bytes.subarray(PAGE + 7, PAGE + 7 + 1000)).equals(Buffer.from(seen)),
       'write',
     ).to.equal(true);
 
-    expectErrno('ENOENT', accessRw(access, 0x30_0000n, 16, scratch.va), 'unmapped IOVA');
-    expectErrno('ENOENT', accessRw(access, 0x10_0000n + 4n * P - 8n, 16, scratch.va), 'runs off the mapping');
+    expectErrno('ENOENT', accessRw(access, 0x30_0000n, 16, f.scratch.va), 'unmapped IOVA');
+    expectErrno(
+      'ENOENT',
+      accessRw(access, 0x10_0000n + 4n * P - 8n, 16, f.scratch.va),
+      'runs off the mapping',
+    );
     expectErrno(
       'EPERM',
-      accessRw(access, 0x20_0000n, 16, scratch.va, MOCK_ACCESS.ACCESS_RW_WRITE),
+      accessRw(access, 0x20_0000n, 16, f.scratch.va, MOCK_ACCESS.ACCESS_RW_WRITE),
       'read-only',
     );
-    expectErrno('EINVAL', accessRw(access, 0x10_0000n, 0, scratch.va), 'length 0');
-    expectErrno('EOPNOTSUPP', accessRw(access, 0x10_0000n, 16, scratch.va, 1 << 5), 'unknown flag');
-    expectErrno('EBADFD', accessRw(buf.fd, 0x10_0000n, 16, scratch.va), 'a memfd as access');
+    expectErrno('EINVAL', accessRw(access, 0x10_0000n, 0, f.scratch.va), 'length 0');
+    expectErrno('EOPNOTSUPP', accessRw(access, 0x10_0000n, 16, f.scratch.va, 1 << 5), 'unknown flag');
+    expectErrno('EBADFD', accessRw(f.buf.fd, 0x10_0000n, 16, f.scratch.va), 'a memfd as access');
 
     const d = iommu_destroy.view().reset();
     d.id = ioas;
-    expectErrno('EBUSY', () => port().ioctl(fd, IOMMU_DESTROY, d.bytes), 'IOAS with an access attached');
-    res.close(access); // destroys the access
-    iommufd.destroy(ioas);
+    expectErrno('EBUSY', () => f.port.ioctl(f.fd, IOMMU_DESTROY, d.bytes), 'IOAS with an access attached');
+    f.res.close(access); // destroys the access
+    f.iommufd.destroy(ioas);
 
     const bad = iommu_test_cmd_create_access.view().reset();
     bad.op = IOMMU_TEST_OP.CREATE_ACCESS;
     bad.id = 0x7fff_0000;
     expectErrno(
       'ENOENT',
-      () => port().ioctl(fd, IOMMU_TEST_CMD, bad.bytes),
+      () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, bad.bytes),
       'CREATE_ACCESS of an unknown IOAS',
     );
     bad.flags = 1 << 5;
-    expectErrno('EOPNOTSUPP', () => port().ioctl(fd, IOMMU_TEST_CMD, bad.bytes), 'CREATE_ACCESS flags');
+    expectErrno('EOPNOTSUPP', () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, bad.bytes), 'CREATE_ACCESS flags');
   });
 
   it("ACCESS_PAGES pins the pages behind IOVAs and checks they are the VA's (another VA -> EBADE); MD_CHECK_REFS sees each pin (refs 1, 0 after DESTROY_ACCESS_PAGES or an unmap); a wrong count -> EIO, unaligned -> EINVAL", function () {
-    const ioas = iommufd.ioasAlloc();
+    const ioas = f.iommufd.ioasAlloc();
     const len = 4n * P;
-    iommufd.map(ioas, buf.va, len, 0x10_0000n);
+    f.iommufd.map(ioas, f.buf.va, len, 0x10_0000n);
     const pinning = createAccess(ioas, MOCK_ACCESS.FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
     // A domain-less IOAS pins nothing at map time.
-    checkRefs(buf.va, len, 0)();
+    checkRefs(f.buf.va, len, 0)();
 
-    const pin = accessPages(pinning, 0x10_0000n, len, buf.va);
+    const pin = accessPages(pinning, 0x10_0000n, len, f.buf.va);
     pin.call();
-    checkRefs(buf.va, len, 1)();
-    expectErrno('EIO', checkRefs(buf.va, len, 0), 'pinned pages counted as unpinned');
-    expectErrno('EIO', checkRefs(buf.va, len, 2), 'one pin counted as two');
-    checkRefs(other.va, P, 0)();
-    expectErrno('EBADE', accessPages(pinning, 0x10_0000n, P, other.va).call, 'pages of another VA');
+    checkRefs(f.buf.va, len, 1)();
+    expectErrno('EIO', checkRefs(f.buf.va, len, 0), 'pinned pages counted as unpinned');
+    expectErrno('EIO', checkRefs(f.buf.va, len, 2), 'one pin counted as two');
+    checkRefs(f.other.va, P, 0)();
+    expectErrno('EBADE', accessPages(pinning, 0x10_0000n, P, f.other.va).call, 'pages of another VA');
     destroyAccessPages(pinning, pin.cmd.out_access_pages_id)();
-    checkRefs(buf.va, len, 0)();
+    checkRefs(f.buf.va, len, 0)();
     expectErrno('ENOENT', destroyAccessPages(pinning, pin.cmd.out_access_pages_id), 'already destroyed');
 
     // An unmap under a pin asks the access to let go first, then succeeds.
-    accessPages(pinning, 0x10_0000n + P, P, buf.va + P).call();
-    checkRefs(buf.va + P, P, 1)();
-    expect(iommufd.unmap(ioas, 0x10_0000n, len)).to.equal(len);
-    checkRefs(buf.va, len, 0)();
+    accessPages(pinning, 0x10_0000n + P, P, f.buf.va + P).call();
+    checkRefs(f.buf.va + P, P, 1)();
+    expect(f.iommufd.unmap(ioas, 0x10_0000n, len)).to.equal(len);
+    checkRefs(f.buf.va, len, 0)();
 
-    expectErrno('ENOENT', accessPages(pinning, 0x10_0000n, P, buf.va).call, 'nothing mapped any more');
+    expectErrno('ENOENT', accessPages(pinning, 0x10_0000n, P, f.buf.va).call, 'nothing mapped any more');
     const plain = createAccess(ioas);
-    iommufd.map(ioas, buf.va, len, 0x10_0000n);
-    expectErrno('EOPNOTSUPP', accessPages(plain, 0x10_0000n, P, buf.va).call, 'access without pin support');
-    expectErrno('EINVAL', checkRefs(buf.va, 100n, 0), 'length not a page multiple');
-    expectErrno('EINVAL', checkRefs(buf.va + 8n, P, 0), 'unaligned VA');
-    res.close(plain);
-    res.close(pinning);
-    iommufd.destroy(ioas);
+    f.iommufd.map(ioas, f.buf.va, len, 0x10_0000n);
+    expectErrno('EOPNOTSUPP', accessPages(plain, 0x10_0000n, P, f.buf.va).call, 'access without pin support');
+    expectErrno('EINVAL', checkRefs(f.buf.va, 100n, 0), 'length not a page multiple');
+    expectErrno('EINVAL', checkRefs(f.buf.va + 8n, P, 0), 'unaligned VA');
+    f.res.close(plain);
+    f.res.close(pinning);
+    f.iommufd.destroy(ioas);
   });
 
   it('ADD_RESERVED splits IOVA_RANGES; a fixed map into the hole -> EINVAL, ALLOW_IOVAS over it -> EADDRINUSE (B5 #15); length 0 -> EINVAL', function () {
-    const ioas = iommufd.ioasAlloc();
+    const ioas = f.iommufd.ioasAlloc();
     const reserve = (start: bigint, length: bigint) => {
       const r = iommu_test_cmd_add_reserved.view().reset();
       r.op = IOMMU_TEST_OP.ADD_RESERVED;
       r.id = ioas;
       r.start = start;
       r.length = length;
-      return () => port().ioctl(fd, IOMMU_TEST_CMD, r.bytes);
+      return () => f.port.ioctl(f.fd, IOMMU_TEST_CMD, r.bytes);
     };
     reserve(0x10_0000n, 0x10_0000n)();
-    expect(iommufd.iovaRanges(ioas, scratch).ranges).to.deep.equal([
+    expect(f.iommufd.iovaRanges(ioas, f.scratch).ranges).to.deep.equal([
       { start: 0n, last: 0xf_ffffn },
       { start: 0x20_0000n, last: U64_MAX },
     ]);
@@ -260,22 +237,22 @@ describeKernelOn('vtd', 'uapi conformance: IOMMU_TEST_CMD selftest ops (CONFIG_I
     const m = iommu_ioas_map.view().reset();
     m.ioas_id = ioas;
     m.flags = F.READABLE | F.WRITEABLE | F.FIXED_IOVA;
-    m.user_va = buf.va;
+    m.user_va = f.buf.va;
     m.length = 2n * P;
     m.iova = 0x1f_f000n;
-    expectErrno('EINVAL', () => port().ioctl(fd, IOMMU_IOAS_MAP, m.bytes), 'map across the reserved end');
-    const e = iommu_iova_range.view(scratch.bytes);
+    expectErrno('EINVAL', () => f.port.ioctl(f.fd, IOMMU_IOAS_MAP, m.bytes), 'map across the reserved end');
+    const e = iommu_iova_range.view(f.scratch.bytes);
     e.start = 0x18_0000n;
     e.last = 0x27_ffffn;
     const a = iommu_ioas_allow_iovas.view().reset();
     a.ioas_id = ioas;
     a.num_iovas = 1;
-    a.allowed_iovas = scratch.va;
+    a.allowed_iovas = f.scratch.va;
     expectErrno(
       'EADDRINUSE',
-      () => port().ioctl(fd, IOMMU_IOAS_ALLOW_IOVAS, a.bytes),
+      () => f.port.ioctl(f.fd, IOMMU_IOAS_ALLOW_IOVAS, a.bytes),
       'allowed range over the hole',
     );
-    iommufd.destroy(ioas);
+    f.iommufd.destroy(ioas);
   });
 });

@@ -22,26 +22,21 @@ import {
   IOMMU_IOAS_MAP_FLAGS,
   VFIO_CHECK_EXTENSION,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
-  VFIO_DEVICE_BIND_IOMMUFD,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
   VFIO_DMA_MAP_FLAG,
   VFIO_DMA_UNMAP_FLAG,
   VFIO_EXTENSION,
-  VFIO_GROUP_SET_CONTAINER,
-  VFIO_GROUP_UNSET_CONTAINER,
   VFIO_IOMMU_GET_INFO,
   VFIO_IOMMU_INFO,
   VFIO_IOMMU_MAP_DMA,
   VFIO_IOMMU_TYPE1_INFO_CAP,
   VFIO_IOMMU_UNMAP_DMA,
-  VFIO_SET_IOMMU,
   iommu_hw_info,
   iommu_hwpt_alloc,
   iommu_hwpt_get_dirty_bitmap,
   iommu_hwpt_set_dirty_tracking,
   iommu_ioas_map,
   vfio_device_attach_iommufd_pt,
-  vfio_device_bind_iommufd,
   vfio_device_detach_iommufd_pt,
   vfio_info_cap_header,
   vfio_iommu_type1_dma_map,
@@ -50,26 +45,14 @@ import {
   vfio_iommu_type1_info_cap_iova_range,
   vfio_iova_range,
 } from '../../src/uapi/index.js';
-import {
-  eduPair,
-  expectErrno,
-  Iommufd,
-  PAGE,
-  Resources,
-  U64_MAX,
-  type MemfdBuffer,
-  type Scratch,
-} from './kit.js';
-import { ioctlRecorder, kernelPort } from './recording-port.js';
+import { expectErrno, iommufdFixture, MSI_LAST, MSI_START, PAGE, type1Fixture, U64_MAX } from './kit.js';
+import { ioctlRecorder } from './recording-port.js';
 import { describeKernelOn } from './variant.js';
 
 ioctlRecorder.registerSuite('uapi-iommufd-virtio');
 
 const P = BigInt(PAGE);
 const F = IOMMU_IOAS_MAP_FLAGS;
-/** The x86 MSI window: QEMU gives virtio-iommu on x86 this reserved region (as VT-d's IOMMU_RESV_MSI). */
-const MSI_START = 0xfee0_0000n;
-const MSI_LAST = 0xfeef_ffffn;
 /** The usable IOVA space with a virtio-iommu domain (VT-d: the same, up to 2^39 - 1). */
 const VIRTIO_RANGES = [
   { start: 0n, last: MSI_START - 1n },
@@ -77,83 +60,60 @@ const VIRTIO_RANGES = [
 ];
 
 describeKernelOn('virtio', 'uapi conformance: iommufd with a VFIO cdev behind virtio-iommu', function () {
-  let res: Resources;
-  let fd: number;
-  let iommufd: Iommufd;
-  let dev: number;
-  let devId: number;
+  const f = iommufdFixture({ bind: true, buf: 16, scratch: 2 });
   let ioas: number;
-  let buf: MemfdBuffer;
-  let scratch: Scratch;
-  const port = () => res.port;
-
-  before(function () {
-    res = new Resources(kernelPort());
-    fd = res.open('/dev/iommu');
-    iommufd = new Iommufd(res.port, fd);
-    dev = res.open(`/dev/vfio/devices/${eduPair().iommufd.cdev}`);
-    buf = res.memfd(16 * PAGE);
-    scratch = res.scratch(2 * PAGE);
-    const b = vfio_device_bind_iommufd.view().reset();
-    b.iommufd = fd;
-    res.port.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, b.bytes);
-    devId = b.out_devid;
-  });
-  after(function () {
-    res?.release();
-  });
 
   const attach = (ptId: number) => {
     const a = vfio_device_attach_iommufd_pt.view().reset();
     a.pt_id = ptId;
-    port().ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, a.bytes);
+    f.port.ioctl(f.dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, a.bytes);
     return a.pt_id;
   };
   const detach = () =>
-    port().ioctl(dev, VFIO_DEVICE_DETACH_IOMMUFD_PT, vfio_device_detach_iommufd_pt.view().reset().bytes);
-  const fixedMap = (iova: bigint, length: bigint, va = buf.va) => {
+    f.port.ioctl(f.dev, VFIO_DEVICE_DETACH_IOMMUFD_PT, vfio_device_detach_iommufd_pt.view().reset().bytes);
+  const fixedMap = (iova: bigint, length: bigint, va = f.buf.va) => {
     const m = iommu_ioas_map.view().reset();
     m.ioas_id = ioas;
     m.flags = F.READABLE | F.WRITEABLE | F.FIXED_IOVA;
     m.user_va = va;
     m.length = length;
     m.iova = iova;
-    return () => port().ioctl(fd, IOMMU_IOAS_MAP, m.bytes);
+    return () => f.port.ioctl(f.fd, IOMMU_IOAS_MAP, m.bytes);
   };
   const hwptReq = (flags: number) => {
     const h = iommu_hwpt_alloc.view().reset();
-    h.dev_id = devId;
+    h.dev_id = f.devId;
     h.pt_id = ioas;
     h.flags = flags;
     return h;
   };
-  const ranges = () => iommufd.iovaRanges(ioas, scratch);
+  const ranges = () => f.iommufd.iovaRanges(ioas, f.scratch);
 
   it('IOMMU_GET_HW_INFO: type NONE (virtio-iommu has no hw_info), no data, no capabilities; the buffer given is zero-filled', function () {
     const info = iommu_hw_info.view().reset();
-    info.dev_id = devId;
+    info.dev_id = f.devId;
     info.data_len = 16;
-    info.data_uptr = scratch.va;
-    scratch.bytes.fill(0xff, 0, 16);
-    port().ioctl(fd, IOMMU_GET_HW_INFO, info.bytes);
+    info.data_uptr = f.scratch.va;
+    f.scratch.bytes.fill(0xff, 0, 16);
+    f.port.ioctl(f.fd, IOMMU_GET_HW_INFO, info.bytes);
     expect(info.out_data_type).to.equal(IOMMU_HW_INFO_TYPE.NONE);
     expect(info.data_len).to.equal(0);
     expect(info.out_capabilities, 'no DIRTY_TRACKING').to.equal(0n);
     expect(info.out_max_pasid_log2).to.equal(0);
-    expect([...scratch.bytes.subarray(0, 16)]).to.deep.equal(new Array(16).fill(0));
+    expect([...f.scratch.bytes.subarray(0, 16)]).to.deep.equal(new Array(16).fill(0));
   });
 
   it('attached to an IOAS: IOVA_RANGES is all of 64-bit space but the MSI window, 4 KiB aligned (VT-d stops at 2^39); a map above 2^52 fits; unaligned or in the MSI window -> EINVAL; a byte-granular map blocks the attach -> EADDRINUSE', function () {
-    ioas = iommufd.ioasAlloc();
-    iommufd.map(ioas, buf.va + 0x10n, 0x100n, 0x1_0010n);
+    ioas = f.iommufd.ioasAlloc();
+    f.iommufd.map(ioas, f.buf.va + 0x10n, 0x100n, 0x1_0010n);
     const a = vfio_device_attach_iommufd_pt.view().reset();
     a.pt_id = ioas;
     expectErrno(
       'EADDRINUSE',
-      () => port().ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, a.bytes),
+      () => f.port.ioctl(f.dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, a.bytes),
       'byte-granular map',
     );
-    iommufd.unmap(ioas, 0x1_0010n, 0x100n);
+    f.iommufd.unmap(ioas, 0x1_0010n, 0x100n);
 
     expect(attach(ioas), 'automatic HWPT').to.not.equal(ioas);
     expect(ranges()).to.deep.equal({ ranges: VIRTIO_RANGES, alignment: P });
@@ -162,8 +122,8 @@ describeKernelOn('virtio', 'uapi conformance: iommufd with a VFIO cdev behind vi
     expectErrno('EINVAL', fixedMap(0x10_0800n, P), 'IOVA not 4 KiB aligned');
     expectErrno('EINVAL', fixedMap(MSI_START, P), 'in the MSI window');
     expectErrno('EINVAL', fixedMap(MSI_START - P, 2n * P), 'across its start');
-    expect(iommufd.unmap(ioas, 1n << 52n, 2n * P)).to.equal(2n * P);
-    expect(iommufd.unmap(ioas, U64_MAX + 1n - P, P)).to.equal(P);
+    expect(f.iommufd.unmap(ioas, 1n << 52n, 2n * P)).to.equal(2n * P);
+    expect(f.iommufd.unmap(ioas, U64_MAX + 1n - P, P)).to.equal(P);
   });
 
   it('IOMMU_HWPT_ALLOC: DIRTY_TRACKING, NEST_PARENT and FAULT_ID_VALID -> EOPNOTSUPP (no domain_alloc_user); with a mapping in the IOAS a plain HWPT -> EADDRINUSE: a fresh virtio-iommu domain has an empty aperture', function () {
@@ -173,21 +133,21 @@ describeKernelOn('virtio', 'uapi conformance: iommufd with a VFIO cdev behind vi
       ['NEST_PARENT', A.ALLOC_NEST_PARENT],
       ['FAULT_ID_VALID', A.FAULT_ID_VALID],
     ] as const) {
-      expectErrno('EOPNOTSUPP', () => port().ioctl(fd, IOMMU_HWPT_ALLOC, hwptReq(flags).bytes), what);
+      expectErrno('EOPNOTSUPP', () => f.port.ioctl(f.fd, IOMMU_HWPT_ALLOC, hwptReq(flags).bytes), what);
     }
-    iommufd.map(ioas, buf.va, 4n * P, 0x10_0000n);
+    f.iommufd.map(ioas, f.buf.va, 4n * P, 0x10_0000n);
     expectErrno(
       'EADDRINUSE',
-      () => port().ioctl(fd, IOMMU_HWPT_ALLOC, hwptReq(0).bytes),
+      () => f.port.ioctl(f.fd, IOMMU_HWPT_ALLOC, hwptReq(0).bytes),
       'IOAS with a mapping',
     );
     expect(ranges().ranges, 'nothing left behind').to.deep.equal(VIRTIO_RANGES);
-    iommufd.unmap(ioas, 0x10_0000n, 4n * P);
+    f.iommufd.unmap(ioas, 0x10_0000n, 4n * P);
   });
 
   it('6.12: a HWPT allocated on an empty IOAS shrinks its IOVA space to [0, 0] (every map -> EINVAL), attached or not, and so does the automatic HWPT of a replace; only a detach (no HWPT left) frees the IOAS; SET_DIRTY_TRACKING / GET_DIRTY_BITMAP -> EOPNOTSUPP', function () {
     const h = hwptReq(0);
-    port().ioctl(fd, IOMMU_HWPT_ALLOC, h.bytes);
+    f.port.ioctl(f.fd, IOMMU_HWPT_ALLOC, h.bytes);
     const hwpt = h.out_hwpt_id;
     const stuck = (when: string) => {
       expect(ranges().ranges, when).to.deep.equal([{ start: 0n, last: 0n }]);
@@ -200,7 +160,7 @@ describeKernelOn('virtio', 'uapi conformance: iommufd with a VFIO cdev behind vi
     t.flags = IOMMU_HWPT_DIRTY_TRACKING.ENABLE;
     expectErrno(
       'EOPNOTSUPP',
-      () => port().ioctl(fd, IOMMU_HWPT_SET_DIRTY_TRACKING, t.bytes),
+      () => f.port.ioctl(f.fd, IOMMU_HWPT_SET_DIRTY_TRACKING, t.bytes),
       'dirty tracking',
     );
     const g = iommu_hwpt_get_dirty_bitmap.view().reset();
@@ -208,15 +168,15 @@ describeKernelOn('virtio', 'uapi conformance: iommufd with a VFIO cdev behind vi
     g.iova = 0n;
     g.length = P;
     g.page_size = P;
-    g.data = scratch.va;
-    expectErrno('EOPNOTSUPP', () => port().ioctl(fd, IOMMU_HWPT_GET_DIRTY_BITMAP, g.bytes), 'dirty bitmap');
+    g.data = f.scratch.va;
+    expectErrno('EOPNOTSUPP', () => f.port.ioctl(f.fd, IOMMU_HWPT_GET_DIRTY_BITMAP, g.bytes), 'dirty bitmap');
 
     expect(attach(hwpt), 'replace onto the allocated HWPT').to.equal(hwpt);
     stuck('with the device on it');
     const auto = attach(ioas);
     expect(auto, 'a new automatic HWPT').to.not.be.oneOf([hwpt, ioas]);
     stuck('after replacing back to the IOAS');
-    iommufd.destroy(hwpt);
+    f.iommufd.destroy(hwpt);
     stuck('with only the automatic HWPT of the replace');
 
     detach();
@@ -224,52 +184,29 @@ describeKernelOn('virtio', 'uapi conformance: iommufd with a VFIO cdev behind vi
     attach(ioas); // a first attach: the domain is finalised before it joins the IOAS
     expect(ranges()).to.deep.equal({ ranges: VIRTIO_RANGES, alignment: P });
     fixedMap(0x10_0000n, P)();
-    iommufd.unmap(ioas, 0x10_0000n, P);
+    f.iommufd.unmap(ioas, 0x10_0000n, P);
     detach();
-    iommufd.destroy(ioas);
+    f.iommufd.destroy(ioas);
   });
 });
 
 describeKernelOn('virtio', 'uapi conformance: legacy type1 container behind virtio-iommu', function () {
-  let res: Resources;
-  let container: number;
-  let group: number;
-  let buf: MemfdBuffer;
-  const port = () => res.port;
-
-  before(function () {
-    res = new Resources(kernelPort());
-    const edu = eduPair().legacy;
-    container = res.open('/dev/vfio/vfio');
-    group = res.open(`/dev/vfio/${edu.group}`);
-    buf = res.memfd(4 * PAGE);
-    port().ioctl(group, VFIO_GROUP_SET_CONTAINER, container);
-    port().ioctl(container, VFIO_SET_IOMMU, VFIO_EXTENSION.TYPE1v2_IOMMU);
-  });
-  after(function () {
-    if (res) {
-      try {
-        port().ioctl(group, VFIO_GROUP_UNSET_CONTAINER);
-      } finally {
-        res.release();
-      }
-    }
-  });
+  const f = type1Fixture({ buf: 4, attach: true });
 
   const mapReq = (iova: bigint, size: bigint) => {
     const m = vfio_iommu_type1_dma_map.view().reset();
     m.flags = VFIO_DMA_MAP_FLAG.READ | VFIO_DMA_MAP_FLAG.WRITE;
-    m.vaddr = buf.va;
+    m.vaddr = f.buf.va;
     m.iova = iova;
     m.size = size;
-    return () => port().ioctl(container, VFIO_IOMMU_MAP_DMA, m.bytes);
+    return () => f.port.ioctl(f.container, VFIO_IOMMU_MAP_DMA, m.bytes);
   };
 
   it('VFIO_IOMMU_GET_INFO: every page size from 4 KiB up, IOVA ranges all of 64-bit space but the MSI window (VT-d: up to 2^39 - 1); no cache-coherency enforcement (DMA_CC_IOMMU 0)', function () {
     const bytes = new Uint8Array(1024);
     const info = vfio_iommu_type1_info.view(bytes).reset();
     info.argsz = bytes.byteLength;
-    port().ioctl(container, VFIO_IOMMU_GET_INFO, bytes);
+    f.port.ioctl(f.container, VFIO_IOMMU_GET_INFO, bytes);
     expect(info.flags).to.equal(VFIO_IOMMU_INFO.PGSIZES | VFIO_IOMMU_INFO.CAPS);
     expect(info.iova_pgsizes, 'QEMU virtio-iommu page_size_mask: ~0xfff').to.equal(0xffff_ffff_ffff_f000n);
     const found: { start: bigint; last: bigint }[] = [];
@@ -283,7 +220,7 @@ describeKernelOn('virtio', 'uapi conformance: legacy type1 container behind virt
       }
     }
     expect(found).to.deep.equal(VIRTIO_RANGES);
-    expect(port().ioctl(container, VFIO_CHECK_EXTENSION, VFIO_EXTENSION.DMA_CC_IOMMU)).to.equal(0);
+    expect(f.port.ioctl(f.container, VFIO_CHECK_EXTENSION, VFIO_EXTENSION.DMA_CC_IOMMU)).to.equal(0);
   });
 
   it('VFIO_IOMMU_MAP_DMA: maps at 2^52 and 2^63 (beyond the VT-d aperture, where it is EINVAL); the MSI window -> EINVAL', function () {
@@ -292,7 +229,7 @@ describeKernelOn('virtio', 'uapi conformance: legacy type1 container behind virt
     expectErrno('EINVAL', mapReq(MSI_START, P), 'MSI window');
     const u = vfio_iommu_type1_dma_unmap.view().reset();
     u.flags = VFIO_DMA_UNMAP_FLAG.ALL;
-    port().ioctl(container, VFIO_IOMMU_UNMAP_DMA, u.bytes);
+    f.port.ioctl(f.container, VFIO_IOMMU_UNMAP_DMA, u.bytes);
     expect(u.size, 'both mappings').to.equal(3n * P);
   });
 });
