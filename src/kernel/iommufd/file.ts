@@ -36,7 +36,7 @@ import {
   Access,
   dirtyCapable,
   domainAllocUser,
-  domainAttachCheck,
+  domainAttachDev,
   enforceCcCapable,
   Fault,
   HWPT_ALLOC,
@@ -312,7 +312,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
     this.enforceResv(iopt, idev.dev);
     if (!g.devices.length) {
       try {
-        domainAttachCheck(hwpt.domain, idev.dev);
+        domainAttachDev(hwpt.domain, idev.dev);
       } catch (e) {
         iopt.removeReserved(idev.dev);
         throw e;
@@ -354,7 +354,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
       }
     }
     try {
-      domainAttachCheck(hwpt.domain, idev.dev);
+      domainAttachDev(hwpt.domain, idev.dev);
     } catch (e) {
       this.groupRemoveReserved(g, iopt); // err_unresv, even when the IOAS is the old one's
       throw e;

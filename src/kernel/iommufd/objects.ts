@@ -98,6 +98,7 @@ export function domainAllocUser(dev: DeviceBackend, flags: number, hasUserData: 
       pgsizeBitmap: MOCK_IO_PAGE_SIZE | (dev.mockFlags & MOCK_DEV.HUGE_IOVA ? MOCK_HUGE_PAGE_SIZE : 0n),
       apertureStart: MOCK_APERTURE_START,
       apertureEnd: MOCK_APERTURE_LAST,
+      pendingAperture: null,
       dirtyOps: dirty,
       dirtyTracking: false,
       dirty: new Set(),
@@ -114,11 +115,16 @@ export function domainAllocUser(dev: DeviceBackend, flags: number, hasUserData: 
     // A driver without domain_alloc_user (virtio-iommu): iommufd_hwpt_paging_alloc() refuses flags and data.
     kfail('EOPNOTSUPP', 'the IOMMU driver has no domain_alloc_user');
   }
+  // virtio-iommu (6.12): viommu_domain_alloc() leaves the geometry zeroed until
+  // viommu_attach_dev() finalises the domain; the page sizes are the ops' from the start.
+  const aperture = { start: 0n, end: spec.aperture_last };
+  const atAttach = !isVtd(spec);
   return {
     owner: 'host',
     pgsizeBitmap: spec.pgsize_bitmap,
     apertureStart: 0n,
-    apertureEnd: spec.aperture_last,
+    apertureEnd: atAttach ? 0n : aperture.end,
+    pendingAperture: atAttach ? aperture : null,
     dirtyOps: dirty,
     dirtyTracking: false,
     dirty: new Set(),
@@ -137,10 +143,12 @@ function ctz(x: bigint): number {
 }
 
 /**
- * The driver's attach_dev checks (mock_domain_nop_attach, prepare_domain_attach_device)
- * and the core's owner check: EINVAL when the domain cannot serve the device.
+ * The core's owner check and the driver's attach_dev (mock_domain_nop_attach,
+ * prepare_domain_attach_device, viommu_attach_dev): EINVAL when the domain cannot serve the
+ * device; else virtio-iommu finalises a domain attached for the first time, which takes the
+ * IOMMU's geometry only now (an IOAS it joined before keeps what it reserved then).
  */
-export function domainAttachCheck(domain: IommuDomain, dev: DeviceBackend): void {
+export function domainAttachDev(domain: IommuDomain, dev: DeviceBackend): void {
   if (domain.owner !== dev.kind) kfail('EINVAL', 'domain of another IOMMU driver');
   if (dev.kind === 'mock') {
     if (domain.dirtyOps && dev.mockFlags & MOCK_DEV.NO_DIRTY)
@@ -150,6 +158,12 @@ export function domainAttachCheck(domain: IommuDomain, dev: DeviceBackend): void
   const spec = dev.iommu!;
   if (domain.dirtyOps && !spec.dirty_tracking) kfail('EINVAL', 'dirty domain, IOMMU without dirty tracking');
   if (domain.maxAddr > spec.aperture_last + 1n) kfail('EINVAL', 'domain maps beyond the IOMMU address width');
+  const pending = domain.pendingAperture;
+  if (pending) {
+    domain.apertureStart = pending.start;
+    domain.apertureEnd = pending.end;
+    domain.pendingAperture = null;
+  }
 }
 
 /** ops->hw_info(): the driver's GET_HW_INFO payload and type (NONE and no data for a driver without the op). */
