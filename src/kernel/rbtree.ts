@@ -8,6 +8,9 @@
  * Colours and parents are fields here, not packed into __rb_parent_color.
  */
 
+type Side = 'left' | 'right';
+const OTHER = { left: 'right', right: 'left' } as const;
+
 /** struct rb_node; embed it by extending the class. */
 export class RbNode {
   parent: RbNode | null = null;
@@ -41,27 +44,25 @@ export class RbRoot<N extends RbNode> {
 
   /** rb_next() */
   static next<N extends RbNode>(node: N): N | null {
-    let n: RbNode = node;
-    if (n.right) {
-      n = n.right;
-      while (n.left) n = n.left;
-      return n as N;
-    }
-    let parent: RbNode | null;
-    while ((parent = n.parent) && n === parent.right) n = parent;
-    return parent as N | null;
+    return RbRoot.step(node, 'right');
   }
 
   /** rb_prev() */
   static prev<N extends RbNode>(node: N): N | null {
+    return RbRoot.step(node, 'left');
+  }
+
+  // rb_next() (side 'right') and its mirror image rb_prev() (side 'left').
+  private static step<N extends RbNode>(node: N, side: Side): N | null {
+    const other = OTHER[side];
     let n: RbNode = node;
-    if (n.left) {
-      n = n.left;
-      while (n.right) n = n.right;
+    if (n[side]) {
+      n = n[side];
+      while (n[other]) n = n[other];
       return n as N;
     }
     let parent: RbNode | null;
-    while ((parent = n.parent) && n === parent.left) n = parent;
+    while ((parent = n.parent) && n === parent[side]) n = parent;
     return parent as N | null;
   }
 
@@ -88,7 +89,8 @@ export class RbRoot<N extends RbNode> {
     this.changeChild(old, neu, parent);
   }
 
-  // __rb_insert()
+  // __rb_insert(). The kernel writes each case twice, mirrored; here `side` is the side of
+  // gparent that parent hangs on and `other` the uncle's, so both mirror images are one text.
   private insertColor(inserted: RbNode): void {
     let node = inserted;
     let parent = node.parent;
@@ -100,79 +102,44 @@ export class RbRoot<N extends RbNode> {
       }
       if (parent.black) break;
       const gparent = parent.parent!;
-      let tmp = gparent.right;
-      if (parent !== tmp) {
-        // parent == gparent.left
-        if (tmp && !tmp.black) {
-          // Case 1: the uncle is red: colour flips.
-          tmp.parent = gparent;
-          tmp.black = true;
-          parent.parent = gparent;
-          parent.black = true;
-          node = gparent;
-          parent = node.parent;
-          node.black = false;
-          continue;
-        }
-        tmp = parent.right;
-        if (node === tmp) {
-          // Case 2: left rotate at parent.
-          tmp = node.left;
-          parent.right = tmp;
-          node.left = parent;
-          if (tmp) {
-            tmp.parent = parent;
-            tmp.black = true;
-          }
-          parent.parent = node;
-          parent.black = false;
-          parent = node;
-          tmp = node.right;
-        }
-        // Case 3: right rotate at gparent.
-        gparent.left = tmp;
-        parent.right = gparent;
-        if (tmp) {
-          tmp.parent = gparent;
-          tmp.black = true;
-        }
-        this.rotateSetParents(gparent, parent, false);
-        break;
-      } else {
-        tmp = gparent.left;
-        if (tmp && !tmp.black) {
-          tmp.parent = gparent;
-          tmp.black = true;
-          parent.parent = gparent;
-          parent.black = true;
-          node = gparent;
-          parent = node.parent;
-          node.black = false;
-          continue;
-        }
-        tmp = parent.left;
-        if (node === tmp) {
-          tmp = node.right;
-          parent.left = tmp;
-          node.right = parent;
-          if (tmp) {
-            tmp.parent = parent;
-            tmp.black = true;
-          }
-          parent.parent = node;
-          parent.black = false;
-          parent = node;
-          tmp = node.left;
-        }
-        gparent.right = tmp;
-        parent.left = gparent;
-        if (tmp) {
-          tmp.parent = gparent;
-          tmp.black = true;
-        }
-        this.rotateSetParents(gparent, parent, false);
-        break;
+      const side: Side = parent !== gparent.right ? 'left' : 'right';
+      const other = OTHER[side];
+      let tmp = gparent[other];
+      if (tmp && !tmp.black) {
+        // Case 1: the uncle is red: colour flips.
+        tmp.parent = gparent;
+        tmp.black = true;
+        parent.parent = gparent;
+        parent.black = true;
+        node = gparent;
+        parent = node.parent;
+        node.black = false;
+        continue;
       }
+      tmp = parent[other];
+      if (node === tmp) {
+        // Case 2: rotate at parent, towards `side`.
+        tmp = node[side];
+        parent[other] = tmp;
+        node[side] = parent;
+        if (tmp) {
+          tmp.parent = parent;
+          tmp.black = true;
+        }
+        parent.parent = node;
+        parent.black = false;
+        parent = node;
+        tmp = node[other];
+      }
+      // Case 3: rotate at gparent, towards `other`.
+      gparent[side] = tmp;
+      parent[other] = gparent;
+      if (tmp) {
+        tmp.parent = gparent;
+        tmp.black = true;
+      }
+      this.rotateSetParents(gparent, parent, false);
+      break;
     }
   }
 
@@ -242,113 +209,66 @@ export class RbRoot<N extends RbNode> {
     return rebalance;
   }
 
-  // ____rb_erase_color()
+  // ____rb_erase_color(), with `side` the side of parent that node is on and `other` the
+  // sibling's (mirrored in the kernel as for insertion).
   private eraseColor(start: RbNode): void {
     let parent: RbNode = start;
     let node: RbNode | null = null;
     for (;;) {
-      let sibling = parent.right;
+      const side: Side = node !== parent.right ? 'left' : 'right';
+      const other = OTHER[side];
+      let sibling = parent[other]!;
       let tmp1: RbNode | null;
       let tmp2: RbNode | null;
-      if (node !== sibling) {
-        // node == parent.left
-        if (!sibling!.black) {
-          // Case 1: left rotate at parent.
-          tmp1 = sibling!.left!;
-          parent.right = tmp1;
-          sibling!.left = parent;
-          tmp1.parent = parent;
-          tmp1.black = true;
-          this.rotateSetParents(parent, sibling!, false);
-          sibling = tmp1;
-        }
-        tmp1 = sibling!.right;
-        if (!tmp1 || tmp1.black) {
-          tmp2 = sibling!.left;
-          if (!tmp2 || tmp2.black) {
-            // Case 2: sibling colour flip.
-            sibling!.parent = parent;
-            sibling!.black = false;
-            if (!parent.black) parent.black = true;
-            else {
-              node = parent;
-              const up: RbNode | null = node.parent;
-              if (up) {
-                parent = up;
-                continue;
-              }
-            }
-            break;
-          }
-          // Case 3: right rotate at sibling.
-          tmp1 = tmp2.right;
-          sibling!.left = tmp1;
-          tmp2.right = sibling;
-          parent.right = tmp2;
-          if (tmp1) {
-            tmp1.parent = sibling;
-            tmp1.black = true;
-          }
-          tmp1 = sibling;
-          sibling = tmp2;
-        }
-        // Case 4: left rotate at parent + colour flips.
-        tmp2 = sibling!.left;
-        parent.right = tmp2;
-        sibling!.left = parent;
-        tmp1!.parent = sibling;
-        tmp1!.black = true;
-        if (tmp2) tmp2.parent = parent;
-        this.rotateSetParents(parent, sibling!, true);
-        break;
-      } else {
-        sibling = parent.left;
-        if (!sibling!.black) {
-          tmp1 = sibling!.right!;
-          parent.left = tmp1;
-          sibling!.right = parent;
-          tmp1.parent = parent;
-          tmp1.black = true;
-          this.rotateSetParents(parent, sibling!, false);
-          sibling = tmp1;
-        }
-        tmp1 = sibling!.left;
-        if (!tmp1 || tmp1.black) {
-          tmp2 = sibling!.right;
-          if (!tmp2 || tmp2.black) {
-            sibling!.parent = parent;
-            sibling!.black = false;
-            if (!parent.black) parent.black = true;
-            else {
-              node = parent;
-              const up: RbNode | null = node.parent;
-              if (up) {
-                parent = up;
-                continue;
-              }
-            }
-            break;
-          }
-          tmp1 = tmp2.left;
-          sibling!.right = tmp1;
-          tmp2.left = sibling;
-          parent.left = tmp2;
-          if (tmp1) {
-            tmp1.parent = sibling;
-            tmp1.black = true;
-          }
-          tmp1 = sibling;
-          sibling = tmp2;
-        }
-        tmp2 = sibling!.right;
-        parent.left = tmp2;
-        sibling!.right = parent;
-        tmp1!.parent = sibling;
-        tmp1!.black = true;
-        if (tmp2) tmp2.parent = parent;
-        this.rotateSetParents(parent, sibling!, true);
-        break;
+      if (!sibling.black) {
+        // Case 1: rotate at parent, towards `side`.
+        tmp1 = sibling[side]!;
+        parent[other] = tmp1;
+        sibling[side] = parent;
+        tmp1.parent = parent;
+        tmp1.black = true;
+        this.rotateSetParents(parent, sibling, false);
+        sibling = tmp1;
       }
+      tmp1 = sibling[other];
+      if (!tmp1 || tmp1.black) {
+        tmp2 = sibling[side];
+        if (!tmp2 || tmp2.black) {
+          // Case 2: sibling colour flip.
+          sibling.parent = parent;
+          sibling.black = false;
+          if (!parent.black) parent.black = true;
+          else {
+            node = parent;
+            const up: RbNode | null = node.parent;
+            if (up) {
+              parent = up;
+              continue;
+            }
+          }
+          break;
+        }
+        // Case 3: rotate at sibling, towards `other`.
+        tmp1 = tmp2[other];
+        sibling[side] = tmp1;
+        tmp2[other] = sibling;
+        parent[other] = tmp2;
+        if (tmp1) {
+          tmp1.parent = sibling;
+          tmp1.black = true;
+        }
+        tmp1 = sibling;
+        sibling = tmp2;
+      }
+      // Case 4: rotate at parent, towards `side`, and colour flips.
+      tmp2 = sibling[side];
+      parent[other] = tmp2;
+      sibling[side] = parent;
+      tmp1.parent = sibling;
+      tmp1.black = true;
+      if (tmp2) tmp2.parent = parent;
+      this.rotateSetParents(parent, sibling, true);
+      break;
     }
   }
 }
