@@ -27,6 +27,7 @@ export {
   type Topology,
   type DeviceSpec,
   type IommuSpec,
+  type TestVmIommu,
 } from './kernel/topology.js';
 export {
   createEngine,

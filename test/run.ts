@@ -1,8 +1,12 @@
 /**
- * `npm test`: the host suites, then the kernel suites inside the test VM booted twice (the
+ * `npm test`: the host suites, the kernel suites on the simulated kernel once per variant it
+ * models (vtd, then virtio: VFIO_ENGINE_SIM_IOMMU), then inside the test VM booted twice (the
  * vtd variant, then virtio: vm/run.ts runKernelVariants), then the ioctl coverage over the
  * union of the two boots (one test), then one closing line `N passed, N failed[, N skipped]`
  * over all of it.
+ *
+ * `node dist/test/run.js --sim` (`npm run test:sim`): only the simulated-kernel runs, both
+ * variants, or the one VFIO_ENGINE_SIM_IOMMU names; the same closing line over them.
  *
  * When the VM runs, the host run leaves out test/kernel (those run in the guest). When it
  * cannot run here (no QEMU or busybox-static), the host run includes them, and each shows
@@ -14,7 +18,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runKernelVariants, type Totals } from '../vm/run.js';
+import { IOMMU_VARIANTS, runKernelVariants, type IommuVariant, type Totals } from '../vm/run.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const mocha = path.join(root, 'node_modules/mocha/bin/mocha.js');
@@ -31,8 +35,8 @@ function runHost(ignoreKernel: boolean): Totals {
   return JSON.parse(fs.readFileSync(totalsFile, 'utf8')) as Totals;
 }
 
-// The kernel suites again, unchanged, on the simulated kernel: it must answer as the VM does.
-function runSim(): Totals {
+// The kernel suites again, unchanged, on the simulated kernel of one variant: it must answer as that VM does.
+function runSim(iommu: IommuVariant): Totals {
   const totalsFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-')), 'totals.json');
   spawnSync(
     process.execPath,
@@ -40,11 +44,49 @@ function runSim(): Totals {
     {
       cwd: root,
       stdio: 'inherit',
-      env: { ...process.env, VFIO_ENGINE_TOTALS: totalsFile, VFIO_ENGINE_PORT: 'sim' },
+      env: {
+        ...process.env,
+        VFIO_ENGINE_TOTALS: totalsFile,
+        VFIO_ENGINE_PORT: 'sim',
+        VFIO_ENGINE_SIM_IOMMU: iommu,
+      },
     },
   );
   if (!fs.existsSync(totalsFile)) return { passed: 0, failed: 1, skipped: 0 };
   return JSON.parse(fs.readFileSync(totalsFile, 'utf8')) as Totals;
+}
+
+/** Runs the kernel suites on the simulated kernel of each of `variants`; the totals per variant. */
+function runSims(variants: readonly IommuVariant[]): { iommu: IommuVariant; totals: Totals }[] {
+  return variants.map((iommu) => {
+    console.log(
+      `\n== kernel suites on the simulated kernel, ${iommu} variant (VFIO_ENGINE_SIM_IOMMU=${iommu})`,
+    );
+    return { iommu, totals: runSim(iommu) };
+  });
+}
+
+function add(a: Totals, b: Totals): Totals {
+  return { passed: a.passed + b.passed, failed: a.failed + b.failed, skipped: a.skipped + b.skipped };
+}
+
+const perVariant = (runs: { iommu: IommuVariant; totals: Totals }[]) =>
+  runs.map((r) => `${r.iommu} ${fmt(r.totals)}`).join('; ');
+
+// --sim: the simulated-kernel runs alone (both variants, or the one VFIO_ENGINE_SIM_IOMMU names).
+function mainSim(): number {
+  const only = process.env.VFIO_ENGINE_SIM_IOMMU;
+  if (only !== undefined && !IOMMU_VARIANTS.includes(only as IommuVariant)) {
+    console.error(
+      `VFIO_ENGINE_SIM_IOMMU is ${JSON.stringify(only)}: expected ${IOMMU_VARIANTS.join(' or ')}`,
+    );
+    return 2;
+  }
+  const runs = runSims(only ? [only as IommuVariant] : IOMMU_VARIANTS);
+  const t = runs.reduce((sum, r) => add(sum, r.totals), { passed: 0, failed: 0, skipped: 0 });
+  console.log(`\nsimulated kernel: ${perVariant(runs)}`);
+  console.log(fmt(t));
+  return t.failed === 0 ? 0 : 1;
 }
 
 async function main(): Promise<number> {
@@ -56,13 +98,8 @@ async function main(): Promise<number> {
 
   console.log(`\n== host suites${vmPossible ? ' (the kernel suites run next, in the test VM)' : ''}`);
   const hostOnly = runHost(vmPossible === true);
-  console.log('\n== kernel suites on the simulated kernel (npm run test:sim)');
-  const sim = runSim();
-  const host = {
-    passed: hostOnly.passed + sim.passed,
-    failed: hostOnly.failed + sim.failed,
-    skipped: hostOnly.skipped + sim.skipped,
-  };
+  const sims = runSims(IOMMU_VARIANTS); // npm run test:sim
+  const host = sims.reduce((sum, r) => add(sum, r.totals), hostOnly);
   let guest: Totals = { passed: 0, failed: 0, skipped: 0 };
   let vmFailed = false;
   const notes: string[] = [];
@@ -106,7 +143,7 @@ async function main(): Promise<number> {
     skipped: host.skipped + guest.skipped,
   };
   console.log(
-    `\nhost: ${fmt(hostOnly)}; simulated kernel: ${fmt(sim)}; kernel VMs: ${fmt(guest)}${vmFailed ? '; the test VM run failed (counted as 1 failure)' : ''}`,
+    `\nhost: ${fmt(hostOnly)}; simulated kernel: ${perVariant(sims)}; kernel VMs: ${fmt(guest)}${vmFailed ? '; the test VM run failed (counted as 1 failure)' : ''}`,
   );
   for (const n of notes) console.log(`  ${n}`);
   console.log(fmt(t));
@@ -127,4 +164,4 @@ async function canRunVm(): Promise<true | string> {
   return true;
 }
 
-process.exitCode = await main();
+process.exitCode = process.argv.includes('--sim') ? mainSim() : await main();

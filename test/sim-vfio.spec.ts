@@ -2,7 +2,7 @@
 // (drivers/vfio/{container,group,device_cdev,vfio_main,vfio_iommu_type1}.c, pci/vfio_pci_core.c).
 import { expect } from 'chai';
 import { SimKernel } from '../src/kernel/kernel.js';
-import { defaultTopology, type Topology } from '../src/kernel/topology.js';
+import { defaultTopology, testVmTopology, type Topology } from '../src/kernel/topology.js';
 import type { IommuDevice, IommufdBinding, IoctlIn, SimFile } from '../src/kernel/types.js';
 import { vfioDriver, vfioOf, type VfioDriver } from '../src/kernel/vfio/driver.js';
 import { SyscallError } from '../src/port/errors.js';
@@ -662,6 +662,24 @@ describe('sim VFIO: legacy container and type1', function () {
     h.close(device);
     expect(h.kernel.mem.pinCount).to.equal(0);
     h.close(h.open('/dev/vfio/1'));
+  });
+
+  it('2^64 (virtio-iommu, IOVAs up to 2^64 - 1): a mapping ending there is invisible to the lookups, as in 6.12 (dma->iova + dma->size wraps to 0): its exact unmap returns 0, the same map again is no EEXIST, unmap-all finds none; closing the container frees them', function () {
+    const v = new Host(testVmTopology('virtio'));
+    try {
+      const { container: c } = v.legacy('0000:01:00.0', 5);
+      const va = v.ram(64n * KiB);
+      const top = 0xffff_ffff_ffff_f000n;
+      expect(map(v, c, top, 0x1000n, va)).to.equal('OK');
+      expect(unmap(v, c, top, 0x1000n)).to.deep.equal({ errno: 'OK', size: 0n });
+      expect(map(v, c, top, 0x1000n, va), 'the same map again').to.equal('OK');
+      expect(map(v, c, top - 0x1000n, 0x2000n, va), 'over both').to.equal('OK');
+      expect(unmap(v, c, 0n, 0n, VFIO_DMA_UNMAP_FLAG.ALL)).to.deep.equal({ errno: 'OK', size: 0n });
+      expect(v.kernel.mem.pinCount).to.equal(3);
+    } finally {
+      v.dispose();
+    }
+    expect(v.kernel.mem.pinCount, 'after the container is closed').to.equal(0);
   });
 
   it('holds 65535 mappings and finds them fast', function () {

@@ -16,9 +16,13 @@ export interface IommuSpec {
   pgsize_bitmap: bigint;
   /** Whether the IOMMU supports dirty tracking (IOMMU_HW_CAP_DIRTY_TRACKING). */
   dirty_tracking: boolean;
-  /** IOMMU_GET_HW_INFO data type: 1 = Intel VT-d. */
+  /**
+   * IOMMU_GET_HW_INFO data type, which also names the driver the simulation models: 1 =
+   * Intel VT-d (intel-iommu); 0 = NONE, an IOMMU driver without hw_info, modelled as
+   * virtio-iommu (no domain_alloc_user, a domain's geometry set at its first attach).
+   */
   hw_info_type: number;
-  /** VT-d capability and extended capability registers reported by GET_HW_INFO. */
+  /** VT-d capability and extended capability registers reported by GET_HW_INFO (0 when not VT-d). */
   cap_reg: bigint;
   ecap_reg: bigint;
 }
@@ -69,6 +73,30 @@ export const VTD_IOMMU: IommuSpec = {
   ecap_reg: 0x0000_0000_00f0_0f4an,
 };
 
+/**
+ * QEMU 7.2's virtio-iommu-pci in the test VM's virtio variant: its input range is all of
+ * 64-bit space (VIRTIO_IOMMU_F_INPUT_RANGE [0, 2^64 - 1]), page_size_mask ~0xfff (every page
+ * size from 4 KiB up), the x86 MSI window declared as a reserved MSI region (probe), no
+ * dirty tracking, no GET_HW_INFO data and no VT-d registers (so no snoop control:
+ * VFIO_DMA_CC_IOMMU is 0).
+ */
+export const VIRTIO_IOMMU: IommuSpec = {
+  aperture_last: (1n << 64n) - 1n,
+  reserved: [[0xfee0_0000n, 0xfeef_ffffn]],
+  pgsize_bitmap: 0xffff_ffff_ffff_f000n,
+  dirty_tracking: false,
+  hw_info_type: 0,
+  cap_reg: 0n,
+  ecap_reg: 0n,
+};
+
+/** The IOMMU the test VM emulates (vm/run.ts --iommu): QEMU's intel-iommu or virtio-iommu-pci. */
+export type TestVmIommu = 'vtd' | 'virtio';
+
+function copyIommu(spec: IommuSpec): IommuSpec {
+  return { ...spec, reserved: spec.reserved.map(([a, b]) => [a, b]) };
+}
+
 function edu(bdf: string, group: number, cdev: string | null): DeviceSpec {
   return {
     bdf,
@@ -87,7 +115,7 @@ function edu(bdf: string, group: number, cdev: string | null): DeviceSpec {
 /** The default simulated host. */
 export function defaultTopology(): Topology {
   return {
-    iommu: { ...VTD_IOMMU, reserved: VTD_IOMMU.reserved.map(([a, b]) => [a, b]) },
+    iommu: copyIommu(VTD_IOMMU),
     devices: [
       edu('0000:00:03.0', 1, 'vfio0'),
       edu('0000:00:04.0', 2, 'vfio1'),
@@ -105,12 +133,14 @@ export function defaultTopology(): Topology {
 }
 
 /**
- * The test VM's host (vm/run.ts, VT-d variant) as the simulation: two edu devices, each
- * alone on the secondary bus of its own PCIe root port (so a bus reset resets it alone),
- * each in its own IOMMU group with a cdev: 0000:01:00.0 → group 5, vfio0; 0000:02:00.0 →
- * group 6, vfio1. The kernel suites run unchanged on it.
+ * The test VM's host (vm/run.ts) as the simulation: two edu devices, each alone on the
+ * secondary bus of its own PCIe root port (so a bus reset resets it alone), each in its own
+ * IOMMU group with a cdev: 0000:01:00.0 → group 5, vfio0; 0000:02:00.0 → group 6, vfio1.
+ * `iommu` picks the VM's variant: VT-d (the default) or virtio-iommu ({@link VIRTIO_IOMMU};
+ * the selftest's mock IOMMU then serves MOCK_DOMAIN, as in that VM). The kernel suites run
+ * unchanged on either.
  */
-export function testVmTopology(): Topology {
+export function testVmTopology(iommu: TestVmIommu = 'vtd'): Topology {
   const d = defaultTopology();
   const behindRootPort = (bdf: string, group: number, cdev: string): DeviceSpec => ({
     ...edu(bdf, group, cdev),
@@ -118,6 +148,7 @@ export function testVmTopology(): Topology {
   });
   return {
     ...d,
+    iommu: iommu === 'virtio' ? copyIommu(VIRTIO_IOMMU) : d.iommu,
     devices: [behindRootPort('0000:01:00.0', 5, 'vfio0'), behindRootPort('0000:02:00.0', 6, 'vfio1')],
   };
 }

@@ -9,12 +9,12 @@
 import { expect } from 'chai';
 import { createEngine, type Engine } from '../../src/engine.js';
 import type { AddressSpace, MemoryRegion } from '../../src/actors/address-space.js';
-import { testVmTopology } from '../../src/kernel/topology.js';
 import { expectTablesMatchKernel, record } from '../engine-kit.js';
 import { Edu } from './edu.js';
 import { describeKernel } from './guest.js';
 import { eduPair, Resources, type MemfdBuffer } from './kit.js';
 import { onSimulatedKernel } from './recording-port.js';
+import { simulatedTopology } from './variant.js';
 
 const RAM_GPA = 0x10_0000n;
 const RAM = 4 << 20;
@@ -35,7 +35,7 @@ describeKernel('engine on the kernel: a BAR as a ram_device region, peer-to-peer
 
   before(async function () {
     engine = await createEngine(
-      onSimulatedKernel() ? { kernel: 'sim', topology: testVmTopology() } : { kernel: 'linux' },
+      onSimulatedKernel() ? { kernel: 'sim', topology: simulatedTopology() } : { kernel: 'linux' },
     );
     events = record(engine);
     res = new Resources(engine.port);

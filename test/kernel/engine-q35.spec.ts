@@ -8,12 +8,12 @@ import { expect } from 'chai';
 import { createEngine, type Engine, type EngineEvent } from '../../src/engine.js';
 import type { AddressSpace, MemoryRegion } from '../../src/actors/address-space.js';
 import type { RegionKind } from '../../src/memory/sections.js';
-import { testVmTopology } from '../../src/kernel/topology.js';
 import { expectTablesMatchKernel } from '../engine-kit.js';
 import { describeKernel } from './guest.js';
 import { Edu, EDU_DMA_BUFFER } from './edu.js';
 import { eduPair, kernelHandles, pattern, Resources, type MemfdBuffer } from './kit.js';
 import { onSimulatedKernel } from './recording-port.js';
+import { simulatedTopology } from './variant.js';
 
 const KiB = 1024n;
 const MiB = 1024n * KiB;
@@ -103,7 +103,7 @@ describeKernel(
     before(async function () {
       handles0 = kernelHandles();
       engine = await createEngine(
-        onSimulatedKernel() ? { kernel: 'sim', topology: testVmTopology() } : { kernel: 'linux' },
+        onSimulatedKernel() ? { kernel: 'sim', topology: simulatedTopology() } : { kernel: 'linux' },
       );
       engine.events$.subscribe((e) => events.push(e));
       res = new Resources(engine.port);

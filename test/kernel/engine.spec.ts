@@ -7,12 +7,12 @@
 import { expect } from 'chai';
 import { createEngine, type Engine } from '../../src/engine.js';
 import type { AddressSpace, MemoryRegion } from '../../src/actors/address-space.js';
-import { testVmTopology } from '../../src/kernel/topology.js';
 import { expectTablesMatchKernel } from '../engine-kit.js';
 import { Edu } from './edu.js';
 import { eduPair, pattern, Resources, type MemfdBuffer } from './kit.js';
 import { onSimulatedKernel } from './recording-port.js';
 import { describeKernel } from './guest.js';
+import { simulatedTopology } from './variant.js';
 
 const GPA = 0x10_0000n;
 const RAM = 8 << 20;
@@ -28,7 +28,7 @@ describeKernel('engine on the kernel: both backends in one address space, DMA, h
 
   before(async function () {
     engine = await createEngine(
-      onSimulatedKernel() ? { kernel: 'sim', topology: testVmTopology() } : { kernel: 'linux' },
+      onSimulatedKernel() ? { kernel: 'sim', topology: simulatedTopology() } : { kernel: 'linux' },
     );
     res = new Resources(engine.port);
     ram = res.memfd(RAM);

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { kernelPort, onSimulatedKernel } from './recording-port.js';
+import { kernelPort, onSimulatedKernel, simulatedIommu } from './recording-port.js';
 
 /** Why kernel suites are skipped outside the VM; shown in the suite title. */
 export const KERNEL_SKIP_REASON = 'needs the real kernel: runs inside the test VM (npm run test:kernel)';
@@ -24,7 +24,7 @@ export function inGuest(): boolean {
  */
 export function describeKernel(title: string, fn: (this: Mocha.Suite) => void): Mocha.Suite | void {
   if (process.env.VFIO_ENGINE_GUEST === '1') return describe(title, fn);
-  if (onSimulatedKernel()) return describe(`${title} [simulated kernel]`, fn);
+  if (onSimulatedKernel()) return describe(`${title} [simulated kernel, ${simulatedIommu()}]`, fn);
   return describe.skip(`${title} [skipped: ${KERNEL_SKIP_REASON}]`, fn);
 }
 

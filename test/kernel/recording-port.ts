@@ -8,7 +8,8 @@
 import { SyscallError } from '../../src/port/errors.js';
 import { LinuxPort } from '../../src/port/linux.js';
 import { SimPort } from '../../src/port/sim.js';
-import { testVmTopology } from '../../src/kernel/topology.js';
+import { testVmTopology, type Topology } from '../../src/kernel/topology.js';
+import type { IommuVariant } from '../../vm/run.js';
 import type { IoctlArg, SyscallPort } from '../../src/port/port.js';
 import type { Ioctl } from '../../src/uapi/layout.js';
 
@@ -96,14 +97,30 @@ export function onSimulatedKernel(): boolean {
 }
 
 /**
+ * Which test VM the simulated kernel models: VFIO_ENGINE_SIM_IOMMU=vtd (the default) or
+ * virtio. Any other value throws, so a typo cannot quietly test the other variant.
+ */
+export function simulatedIommu(): IommuVariant {
+  const v = process.env.VFIO_ENGINE_SIM_IOMMU ?? 'vtd';
+  if (v !== 'vtd' && v !== 'virtio')
+    throw new Error(`VFIO_ENGINE_SIM_IOMMU is ${JSON.stringify(v)}: expected vtd or virtio`);
+  return v;
+}
+
+/** The simulated host of the kernel suites: the test VM of the simulated variant (testVmTopology). */
+export function simulatedTopology(): Topology {
+  return testVmTopology(simulatedIommu());
+}
+
+/**
  * The port every kernel suite uses, wrapped in the shared recorder: LinuxPort in the
  * test VM, or with VFIO_ENGINE_PORT=sim a SimPort on a simulated kernel shaped like the
- * test VM (testVmTopology), so the same suites check the simulation. Made on first use
- * (inside a hook or test), never at import: on the host the suites are only collected.
+ * test VM of {@link simulatedIommu}, so the same suites check the simulation. Made on first
+ * use (inside a hook or test), never at import: on the host the suites are only collected.
  */
 export function kernelPort(): RecordingPort {
   shared ??= recordingPort(
-    onSimulatedKernel() ? SimPort.startSync(testVmTopology()).port() : new LinuxPort(),
+    onSimulatedKernel() ? SimPort.startSync(simulatedTopology()).port() : new LinuxPort(),
   );
   return shared;
 }

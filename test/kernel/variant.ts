@@ -6,9 +6,11 @@
  */
 import type { IommuVariant } from '../../vm/run.js';
 import { KERNEL_SKIP_REASON } from './guest.js';
-import { onSimulatedKernel } from './recording-port.js';
+import { onSimulatedKernel, simulatedIommu, simulatedTopology } from './recording-port.js';
 
 export type { IommuVariant };
+/** The simulated host the kernel suites run on with VFIO_ENGINE_PORT=sim (for engines made by a spec). */
+export { simulatedTopology };
 
 /** The variant of this VM, or null outside the VM (or in a guest started without one). */
 export function guestIommu(): IommuVariant | null {
@@ -16,8 +18,12 @@ export function guestIommu(): IommuVariant | null {
   return v === 'vtd' || v === 'virtio' ? v : null;
 }
 
-/** The variant the simulated kernel models (src/kernel/topology.ts testVmTopology: VT-d registers). */
-export const SIMULATED_IOMMU: IommuVariant = 'vtd';
+/**
+ * The variant the simulated kernel models (src/kernel/topology.ts testVmTopology): chosen
+ * with VFIO_ENGINE_SIM_IOMMU=vtd|virtio, default vtd; `npm test` and `npm run test:sim` run
+ * the kernel suites on both.
+ */
+export const SIMULATED_IOMMU: IommuVariant = simulatedIommu();
 
 /**
  * `describe` for a kernel suite that holds on one IOMMU variant only. In that variant's
@@ -32,9 +38,9 @@ export function describeKernelOn(
 ): Mocha.Suite | void {
   if (process.env.VFIO_ENGINE_GUEST !== '1') {
     if (!onSimulatedKernel()) return describe.skip(`${title} [skipped: ${KERNEL_SKIP_REASON}]`, fn);
-    if (variant === SIMULATED_IOMMU) return describe(`${title} [simulated kernel]`, fn);
+    if (variant === SIMULATED_IOMMU) return describe(`${title} [simulated kernel, ${variant}]`, fn);
     return describe.skip(
-      `${title} [skipped: needs the ${variant} VM; the simulated kernel models ${SIMULATED_IOMMU}]`,
+      `${title} [skipped: needs the ${variant} VM; this run simulates ${SIMULATED_IOMMU} (VFIO_ENGINE_SIM_IOMMU=${variant} runs it)]`,
       fn,
     );
   }

@@ -34,20 +34,25 @@ import { IntervalList, type Span } from './interval-list.js';
 import { IOMMU_READ, IOMMU_WRITE, type IoPagetable } from './io-pagetable.js';
 import {
   Access,
+  cacheInvalidateUser,
   dirtyCapable,
   domainAllocUser,
-  domainAttachCheck,
+  domainAttachDev,
   enforceCcCapable,
   Fault,
+  hasDomainAllocUser,
   HWPT_ALLOC,
   hwInfo,
+  HwptNested,
   HwptPaging,
   Igroup,
   Ioas,
   IommufdDevice,
+  nestedDomainAllocUser,
   ObjectTable,
   type AnyObject,
   type DeviceBackend,
+  type Hwpt,
 } from './objects.js';
 import { PAGE_SIZE, U64_MAX } from './pages.js';
 import { iommufdTest, MOCK_FLAGS_ACCESS_SYZ, syzConvIova } from './test-cmd.js';
@@ -162,6 +167,8 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
       case 'ioas':
         return o.hwpts.length > 0 || o.accesses.size > 0;
       case 'hwpt_paging':
+        return o.users > 0 || o.children > 0;
+      case 'hwpt_nested':
         return o.users > 0;
       case 'device': // held by its driver (VFIO or the selftest object) until unbound
       case 'access': // held by its fd
@@ -181,6 +188,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
         o.iopt.removeReserved(null); // the selftest's ADD_RESERVED ranges
         break;
       case 'hwpt_paging':
+      case 'hwpt_nested':
         this.hwptDestroy(o);
         break;
       case 'selftest':
@@ -204,7 +212,13 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
     this.destroyObject(o);
   }
 
-  private hwptDestroy(h: HwptPaging): void {
+  private hwptDestroy(h: Hwpt): void {
+    if (h.type === 'hwpt_nested') {
+      // iommufd_hwpt_nested_destroy(): drops its references on the parent and the fault queue.
+      h.parent.children--;
+      if (h.fault) h.fault.hwptUsers--;
+      return;
+    }
     const i = h.ioas.hwpts.indexOf(h);
     if (i >= 0) {
       h.ioas.hwpts.splice(i, 1);
@@ -214,7 +228,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
   }
 
   /** iommufd_hw_pagetable_put(): an automatic HWPT goes with its last device. */
-  private hwptPut(h: HwptPaging): void {
+  private hwptPut(h: Hwpt): void {
     h.users--;
     if (h.autoDomain && h.users === 0 && this.objs.peek(h.id) === h) {
       this.objs.remove(h);
@@ -305,14 +319,14 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
   }
 
   /** iommufd_hw_pagetable_attach() */
-  private hwptAttach(hwpt: HwptPaging, idev: IommufdDevice): void {
+  private hwptAttach(hwpt: Hwpt, idev: IommufdDevice): void {
     const g = idev.igroup;
     if (g.hwpt && g.hwpt !== hwpt) kfail('EINVAL', 'the group is attached to another HWPT');
     const iopt = hwpt.ioas.iopt;
     this.enforceResv(iopt, idev.dev);
     if (!g.devices.length) {
       try {
-        domainAttachCheck(hwpt.domain, idev.dev);
+        domainAttachDev(hwpt.domain, idev.dev);
       } catch (e) {
         iopt.removeReserved(idev.dev);
         throw e;
@@ -324,7 +338,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
   }
 
   /** iommufd_hw_pagetable_detach(): returns the HWPT, which the caller puts. */
-  private hwptDetach(idev: IommufdDevice): HwptPaging {
+  private hwptDetach(idev: IommufdDevice): Hwpt {
     const g = idev.igroup;
     const hwpt = g.hwpt!;
     g.devices.splice(g.devices.indexOf(idev), 1);
@@ -338,7 +352,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
   }
 
   /** iommufd_device_do_replace(): returns the old HWPT to put, or null when nothing changed. */
-  private doReplace(idev: IommufdDevice, hwpt: HwptPaging): HwptPaging | null {
+  private doReplace(idev: IommufdDevice, hwpt: Hwpt): Hwpt | null {
     const g = idev.igroup;
     if (!g.hwpt) kfail('EINVAL', 'the group is not attached');
     if (!idev.attached) kfail('EINVAL', 'the device is not attached');
@@ -354,7 +368,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
       }
     }
     try {
-      domainAttachCheck(hwpt.domain, idev.dev);
+      domainAttachDev(hwpt.domain, idev.dev);
     } catch (e) {
       this.groupRemoveReserved(g, iopt); // err_unresv, even when the IOAS is the old one's
       throw e;
@@ -411,7 +425,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
     idev: IommufdDevice,
     ioas: Ioas,
     replace: boolean,
-  ): { ptId: number; destroy: HwptPaging | null } {
+  ): { ptId: number; destroy: Hwpt | null } {
     for (const hwpt of [...ioas.hwpts]) {
       if (!hwpt.autoDomain) continue;
       try {
@@ -424,7 +438,7 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
       }
     }
     const hwpt = this.hwptPagingAlloc(ioas, idev, 0, !replace, false);
-    let destroy: HwptPaging | null = null;
+    let destroy: Hwpt | null = null;
     if (replace) {
       try {
         destroy = this.doReplace(idev, hwpt);
@@ -443,8 +457,8 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
   changePt(idev: IommufdDevice, ptId: number, replace: boolean): number {
     const pt = this.objs.peek(ptId);
     if (!pt) kfail('ENOENT', `no object ${ptId}`);
-    let destroy: HwptPaging | null = null;
-    if (pt.type === 'hwpt_paging') {
+    let destroy: Hwpt | null = null;
+    if (pt.type === 'hwpt_paging' || pt.type === 'hwpt_nested') {
       if (replace) destroy = this.doReplace(idev, pt);
       else this.hwptAttach(pt, idev);
     } else if (pt.type === 'ioas') {
@@ -465,8 +479,10 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
   }
 
   // Every bound device of a group translates through the group's domain (DMA is blocked otherwise).
+  // A nested domain's stage 1 is not modelled: DMA is blocked there (only mock devices, which do no
+  // DMA, can attach to one).
   private refreshTranslators(g: Igroup): void {
-    const t = g.hwpt ? this.translator(g.hwpt) : null;
+    const t = g.hwpt?.type === 'hwpt_paging' ? this.translator(g.hwpt) : null;
     for (const d of g.bound) d.dev.setTranslator(t);
   }
 
@@ -856,15 +872,52 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
       this.objs.finalize(hwpt);
       return 0;
     }
-    if (pt.type === 'hwpt_paging') {
-      // iommufd_hwpt_nested_alloc()
-      if (c.flags & ~HWPT_ALLOC.FAULT_ID_VALID || !c.data_len)
-        kfail('EOPNOTSUPP', 'nested HWPT flags or data');
-      if (pt.autoDomain || !pt.nestParent || pt.domain.owner !== idev.dev.kind)
-        kfail('EINVAL', 'not a nest parent');
-      return kfail('EOPNOTSUPP', 'nested domains are not modelled');
+    if (pt.type !== 'hwpt_paging') return kfail('EINVAL', `object ${c.pt_id} cannot parent a HWPT`);
+    const hwpt = this.hwptNestedAlloc(pt, idev, c.flags, {
+      type: c.data_type,
+      uptr: c.data_uptr,
+      len: c.data_len,
+    });
+    if (c.flags & HWPT_ALLOC.FAULT_ID_VALID) {
+      let fault: Fault;
+      try {
+        fault = this.objs.get(c.fault_id, 'fault');
+      } catch (e) {
+        this.hwptDestroy(hwpt); // iommufd_object_abort_and_destroy()
+        this.objs.releaseId(hwpt.id);
+        throw e;
+      }
+      hwpt.fault = fault;
+      fault.hwptUsers++;
     }
-    return kfail('EINVAL', `object ${c.pt_id} cannot parent a HWPT`);
+    c.out_hwpt_id = hwpt.id;
+    u.respond();
+    this.objs.finalize(hwpt);
+    return 0;
+  }
+
+  /** iommufd_hwpt_nested_alloc(): a nested domain on `parent` from the device's driver; not yet published. */
+  private hwptNestedAlloc(
+    parent: HwptPaging,
+    idev: IommufdDevice,
+    flags: number,
+    data: { type: number; uptr: bigint; len: number },
+  ): HwptNested {
+    if (flags & ~HWPT_ALLOC.FAULT_ID_VALID || !data.len || !hasDomainAllocUser(idev.dev))
+      kfail('EOPNOTSUPP', 'nested HWPT flags, data or driver');
+    if (parent.autoDomain || !parent.nestParent || parent.domain.owner !== idev.dev.kind)
+      kfail('EINVAL', 'not a nest parent');
+    const id = this.objs.allocId();
+    let hwpt: HwptNested;
+    try {
+      hwpt = new HwptNested(parent, nestedDomainAllocUser(idev.dev, this.mem, data));
+    } catch (e) {
+      this.objs.releaseId(id);
+      throw e;
+    }
+    hwpt.id = id;
+    parent.children++;
+    return hwpt;
   }
 
   private getHwInfo(u: Ucmd): number {
@@ -935,7 +988,8 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
 
   private hwptInvalidate(u: Ucmd): number {
     const c = iommu_hwpt_invalidate.view(u.cmd);
-    let err: unknown = null;
+    let err: unknown;
+    let done = 0;
     try {
       if (c.__reserved) kfail('EOPNOTSUPP', '__reserved');
       if (
@@ -947,14 +1001,22 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
       ) {
         kfail('EINVAL', 'entries');
       }
-      // Only nested HWPTs take invalidations; none exist here, so any id is ENOENT (a paging HWPT too).
-      kfail('ENOENT', `no nested HWPT ${c.hwpt_id}`);
+      const hwpt = this.objs.get(c.hwpt_id, 'hwpt_nested'); // a paging HWPT too: ENOENT
+      const r = cacheInvalidateUser(hwpt.domain, this.mem, {
+        type: c.data_type,
+        uptr: c.data_uptr,
+        entryLen: c.entry_len,
+        entryNum: c.entry_num,
+      });
+      done = r.done;
+      err = r.error;
     } catch (e) {
       err = e;
     }
-    c.entry_num = 0; // the handled count goes back even on failure
+    c.entry_num = done; // the handled count goes back even on failure
     u.respond();
-    throw err;
+    if (err) throw err;
+    return 0;
   }
 
   private faultAlloc(u: Ucmd): number {

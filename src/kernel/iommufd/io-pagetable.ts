@@ -26,8 +26,15 @@ export interface IommuDomain {
   /** Which driver made it (domain->owner): attaching to another driver's device is EINVAL. */
   readonly owner: 'host' | 'mock';
   readonly pgsizeBitmap: bigint;
-  readonly apertureStart: bigint;
-  readonly apertureEnd: bigint;
+  /** domain->geometry: the aperture, read by iopt_table_add_domain() when the domain joins an IOAS. */
+  apertureStart: bigint;
+  apertureEnd: bigint;
+  /**
+   * The aperture the driver sets at the domain's first attach (virtio-iommu's
+   * viommu_domain_finalise()), or null once set or when the driver set it at allocation.
+   * Until then the aperture is the allocation's zeroed [0, 0].
+   */
+  pendingAperture: { start: bigint; end: bigint } | null;
   /** domain->dirty_ops: allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING. */
   readonly dirtyOps: boolean;
   /** Dirty tracking enabled (IOMMU_HWPT_SET_DIRTY_TRACKING). */

@@ -1,6 +1,6 @@
 /**
- * The objects of an iommufd context (iommufd_private.h): IOAS, HWPT_PAGING, DEVICE,
- * ACCESS, FAULT and the selftest's mock-device object, the per-context iommu groups,
+ * The objects of an iommufd context (iommufd_private.h): IOAS, HWPT_PAGING, HWPT_NESTED,
+ * DEVICE, ACCESS, FAULT and the selftest's mock-device object, the per-context iommu groups,
  * the devices behind DEVICE objects (VFIO PCI devices of the topology or selftest mock
  * devices) and what their IOMMU driver answers: domain allocation, attach
  * compatibility, capabilities, GET_HW_INFO data.
@@ -11,9 +11,10 @@ import type { IommuSpec } from '../topology.js';
 import type { DmaTranslator } from '../types.js';
 import { IoPagetable, type IommuDomain, type IoptAccess } from './io-pagetable.js';
 import { PAGE_SIZE } from './pages.js';
+import { copyFromUser } from './ucmd.js';
 
 /** enum iommufd_object_type (IOMMUFD_OBJ_*). */
-export type ObjType = 'device' | 'hwpt_paging' | 'ioas' | 'access' | 'fault' | 'selftest';
+export type ObjType = 'device' | 'hwpt_paging' | 'hwpt_nested' | 'ioas' | 'access' | 'fault' | 'selftest';
 
 /** struct iommufd_object: an id in the context's table. */
 export abstract class IommufdObject {
@@ -38,6 +39,13 @@ export const IOMMU_HW_INFO_TYPE_SELFTEST = 0xfeedbeef;
 const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
 const IOMMU_HW_INFO_TYPE_INTEL_VTD = 1;
 const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1;
+/** IOMMU_HWPT_DATA_SELFTEST and IOMMU_HWPT_INVALIDATE_DATA_SELFTEST (iommufd_test.h). */
+const IOMMU_HWPT_DATA_SELFTEST = 0xdead;
+const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST = 0xdeadbeef;
+/** IOMMU_TEST_INVALIDATE_FLAG_ALL */
+const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1;
+/** MOCK_NESTED_DOMAIN_IOTLB_NUM: the mock IOTLB entries of a nested mock domain (ids 0..3). */
+export const MOCK_NESTED_DOMAIN_IOTLB_NUM = 4;
 
 /** A device as the iommufd core sees it: which IOMMU driver, which group, where its DMA goes. */
 export interface DeviceBackend {
@@ -78,6 +86,11 @@ export function enforceCcCapable(dev: DeviceBackend): boolean {
   return dev.kind === 'host' && isVtd(dev.iommu!) && ecapBit(dev.iommu!, 7);
 }
 
+/** Whether the device's driver has ops->domain_alloc_user (VT-d and the mock; virtio-iommu has not). */
+export function hasDomainAllocUser(dev: DeviceBackend): boolean {
+  return dev.kind === 'mock' || isVtd(dev.iommu!);
+}
+
 /** device_iommu_capable(dev, IOMMU_CAP_DIRTY_TRACKING) */
 export function dirtyCapable(dev: DeviceBackend): boolean {
   return dev.kind === 'mock' ? !(dev.mockFlags & MOCK_DEV.NO_DIRTY) : dev.iommu!.dirty_tracking;
@@ -98,6 +111,7 @@ export function domainAllocUser(dev: DeviceBackend, flags: number, hasUserData: 
       pgsizeBitmap: MOCK_IO_PAGE_SIZE | (dev.mockFlags & MOCK_DEV.HUGE_IOVA ? MOCK_HUGE_PAGE_SIZE : 0n),
       apertureStart: MOCK_APERTURE_START,
       apertureEnd: MOCK_APERTURE_LAST,
+      pendingAperture: null,
       dirtyOps: dirty,
       dirtyTracking: false,
       dirty: new Set(),
@@ -114,11 +128,16 @@ export function domainAllocUser(dev: DeviceBackend, flags: number, hasUserData: 
     // A driver without domain_alloc_user (virtio-iommu): iommufd_hwpt_paging_alloc() refuses flags and data.
     kfail('EOPNOTSUPP', 'the IOMMU driver has no domain_alloc_user');
   }
+  // virtio-iommu (6.12): viommu_domain_alloc() leaves the geometry zeroed until
+  // viommu_attach_dev() finalises the domain; the page sizes are the ops' from the start.
+  const aperture = { start: 0n, end: spec.aperture_last };
+  const atAttach = !isVtd(spec);
   return {
     owner: 'host',
     pgsizeBitmap: spec.pgsize_bitmap,
     apertureStart: 0n,
-    apertureEnd: spec.aperture_last,
+    apertureEnd: atAttach ? 0n : aperture.end,
+    pendingAperture: atAttach ? aperture : null,
     dirtyOps: dirty,
     dirtyTracking: false,
     dirty: new Set(),
@@ -136,20 +155,104 @@ function ctz(x: bigint): number {
   return n;
 }
 
+/** struct iommu_user_data (HWPT_ALLOC) or one entry of an iommu_user_data_array (HWPT_INVALIDATE). */
+export interface UserData {
+  type: number;
+  uptr: bigint;
+  len: number;
+}
+
 /**
- * The driver's attach_dev checks (mock_domain_nop_attach, prepare_domain_attach_device)
- * and the core's owner check: EINVAL when the domain cannot serve the device.
+ * __iommu_copy_struct_from_user(): the type must be the driver's (EINVAL), the length at
+ * least `minLen` and at most the struct's `size` (EINVAL), then copy_struct_from_user()
+ * (EFAULT; a shorter struct is zero-extended).
  */
-export function domainAttachCheck(domain: IommuDomain, dev: DeviceBackend): void {
+function copyStructFromUser(mem: ProcessMemory, data: UserData, type: number, size: number, minLen: number) {
+  if (data.type !== type) kfail('EINVAL', 'user data type');
+  if (data.len < minLen || size < data.len) kfail('EINVAL', 'user data length');
+  const bytes = new Uint8Array(size);
+  bytes.set(copyFromUser(mem, data.uptr, data.len));
+  return new DataView(bytes.buffer);
+}
+
+/** A nested domain: only the selftest's (struct mock_iommu_domain_nested) is modelled. */
+export interface NestedDomain {
+  readonly owner: 'mock';
+  readonly dirtyOps: false;
+  /** The mock IOTLB entries (MD_CHECK_IOTLB reads them, HWPT_INVALIDATE clears them). */
+  readonly iotlb: number[];
+}
+
+/**
+ * ops->domain_alloc_user(dev, flags, parent, user_data) for a nested domain: the mock's
+ * (mock_domain_alloc_user with a parent: IOMMU_HWPT_DATA_SELFTEST only, else EOPNOTSUPP;
+ * every IOTLB entry starts as the given iotlb). VT-d's nested domains are not modelled
+ * (EOPNOTSUPP): QEMU's intel-iommu has no nesting, so no NEST_PARENT HWPT exists to nest on.
+ */
+export function nestedDomainAllocUser(dev: DeviceBackend, mem: ProcessMemory, data: UserData): NestedDomain {
+  if (dev.kind !== 'mock') kfail('EOPNOTSUPP', 'nested VT-d domains are not modelled');
+  if (data.type !== IOMMU_HWPT_DATA_SELFTEST) kfail('EOPNOTSUPP', 'not IOMMU_HWPT_DATA_SELFTEST');
+  const cfg = copyStructFromUser(mem, data, IOMMU_HWPT_DATA_SELFTEST, 4, 4); // struct iommu_hwpt_selftest { u32 iotlb; }
+  return {
+    owner: 'mock',
+    dirtyOps: false,
+    iotlb: new Array(MOCK_NESTED_DOMAIN_IOTLB_NUM).fill(cfg.getUint32(0, true)),
+  };
+}
+
+/**
+ * mock_domain_cache_invalidate_user(): each entry (struct iommu_hwpt_invalidate_selftest
+ * { u32 flags; u32 iotlb_id; }) clears one mock IOTLB entry, or all with FLAG_ALL; the first
+ * bad entry stops the batch. Returns how many entries were done and the error, if any.
+ */
+export function cacheInvalidateUser(
+  domain: NestedDomain,
+  mem: ProcessMemory,
+  array: { type: number; uptr: bigint; entryLen: number; entryNum: number },
+): { done: number; error: unknown } {
+  let done = 0;
+  try {
+    if (array.type !== IOMMU_HWPT_INVALIDATE_DATA_SELFTEST) kfail('EINVAL', 'invalidation data type');
+    for (let i = 0; i < array.entryNum; i++) {
+      const entry = { type: array.type, uptr: array.uptr + BigInt(array.entryLen * i), len: array.entryLen };
+      const inv = copyStructFromUser(mem, entry, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, 8, 8);
+      const flags = inv.getUint32(0, true);
+      const id = inv.getUint32(4, true);
+      if (flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) kfail('EOPNOTSUPP', 'invalidation flags');
+      if (id >= MOCK_NESTED_DOMAIN_IOTLB_NUM) kfail('EINVAL', 'iotlb_id');
+      if (flags & IOMMU_TEST_INVALIDATE_FLAG_ALL) domain.iotlb.fill(0);
+      else domain.iotlb[id] = 0;
+      done++;
+    }
+  } catch (e) {
+    return { done, error: e };
+  }
+  return { done, error: null };
+}
+
+/**
+ * The core's owner check and the driver's attach_dev (mock_domain_nop_attach,
+ * prepare_domain_attach_device, viommu_attach_dev): EINVAL when the domain cannot serve the
+ * device; else virtio-iommu finalises a domain attached for the first time, which takes the
+ * IOMMU's geometry only now (an IOAS it joined before keeps what it reserved then).
+ */
+export function domainAttachDev(domain: IommuDomain | NestedDomain, dev: DeviceBackend): void {
   if (domain.owner !== dev.kind) kfail('EINVAL', 'domain of another IOMMU driver');
   if (dev.kind === 'mock') {
     if (domain.dirtyOps && dev.mockFlags & MOCK_DEV.NO_DIRTY)
       kfail('EINVAL', 'dirty domain, no-dirty device');
     return;
   }
+  if ('iotlb' in domain) return; // unreachable: nested domains are the mock's
   const spec = dev.iommu!;
   if (domain.dirtyOps && !spec.dirty_tracking) kfail('EINVAL', 'dirty domain, IOMMU without dirty tracking');
   if (domain.maxAddr > spec.aperture_last + 1n) kfail('EINVAL', 'domain maps beyond the IOMMU address width');
+  const pending = domain.pendingAperture;
+  if (pending) {
+    domain.apertureStart = pending.start;
+    domain.apertureEnd = pending.end;
+    domain.pendingAperture = null;
+  }
 }
 
 /** ops->hw_info(): the driver's GET_HW_INFO payload and type (NONE and no data for a driver without the op). */
@@ -190,6 +293,8 @@ export class HwptPaging extends IommufdObject {
   autoDomain = false;
   /** Attached devices (users references beyond the table's own). */
   users = 0;
+  /** Nested HWPTs built on this one (each holds a users reference too). */
+  children = 0;
   /** False once destroyed (translators check it). */
   alive = true;
   /** enforce_cache_coherency: set at allocation for devices with IOMMU_CAP_ENFORCE_CACHE_COHERENCY. */
@@ -204,10 +309,36 @@ export class HwptPaging extends IommufdObject {
   }
 }
 
+/** struct iommufd_hwpt_nested: a stage-1 domain on a NEST_PARENT paging HWPT. */
+export class HwptNested extends IommufdObject {
+  readonly type = 'hwpt_nested';
+  /** Never automatic: only HWPT_ALLOC makes one. */
+  readonly autoDomain = false;
+  /** Attached devices (users references beyond the table's own). */
+  users = 0;
+  /** hwpt->fault: the fault queue given with FAULT_ID_VALID (holds a users reference on it). */
+  fault: Fault | null = null;
+
+  constructor(
+    readonly parent: HwptPaging,
+    readonly domain: NestedDomain,
+  ) {
+    super();
+  }
+
+  /** find_hwpt_paging()'s IOAS: the parent's holds the reserved regions of the attached devices. */
+  get ioas(): Ioas {
+    return this.parent.ioas;
+  }
+}
+
+/** struct iommufd_hw_pagetable: what a device attaches to. */
+export type Hwpt = HwptPaging | HwptNested;
+
 /** struct iommufd_group: per context and iommu group. */
 export class Igroup {
   /** The HWPT the group is attached to. */
-  hwpt: HwptPaging | null = null;
+  hwpt: Hwpt | null = null;
   /** device_list: the attached devices. */
   readonly devices: IommufdDevice[] = [];
   /** Every bound device of the group (their DMA follows the group's domain). */
@@ -289,7 +420,7 @@ export class SelftestObj extends IommufdObject {
 }
 
 /** Any object of the table. */
-export type AnyObject = Ioas | HwptPaging | IommufdDevice | Access | Fault | SelftestObj;
+export type AnyObject = Ioas | HwptPaging | HwptNested | IommufdDevice | Access | Fault | SelftestObj;
 
 /** The object table (an xarray with XA_FLAGS_ALLOC1): ids from 1, the lowest free id first. */
 export class ObjectTable {

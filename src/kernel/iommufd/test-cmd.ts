@@ -2,9 +2,9 @@
  * IOMMU_TEST_CMD (drivers/iommu/iommufd/selftest.c, CONFIG_IOMMUFD_TEST): mock devices
  * with mock domains, read-backs of what a domain maps (MD_CHECK_MAP) and of page pin
  * counts (MD_CHECK_REFS), extra reserved IOVA, injected dirty bits, and in-kernel
- * accesses (CREATE_ACCESS, ACCESS_PAGES, ACCESS_RW, ...). Not modelled: nested mock
- * domains (MD_CHECK_IOTLB finds no nested HWPT: ENOENT) and I/O page faults
- * (TRIGGER_IOPF reports nothing, as on a device without a fault-capable domain).
+ * accesses (CREATE_ACCESS, ACCESS_PAGES, ACCESS_RW, ...), the mock IOTLB of nested mock
+ * domains (MD_CHECK_IOTLB). Not modelled: I/O page faults (TRIGGER_IOPF reports nothing,
+ * as on a device without a fault-capable domain).
  */
 import { KernelErrno, kfail } from '../errno.js';
 import type { ProcessMemory } from '../memory.js';
@@ -14,6 +14,7 @@ import {
   iommu_test_cmd_access_replace_ioas,
   iommu_test_cmd_access_rw,
   iommu_test_cmd_add_reserved,
+  iommu_test_cmd_check_iotlb,
   iommu_test_cmd_check_map,
   iommu_test_cmd_check_refs,
   iommu_test_cmd_create_access,
@@ -26,7 +27,14 @@ import {
 import { AccessFile } from './anon.js';
 import type { IommufdFile } from './file.js';
 import type { IoPagetable } from './io-pagetable.js';
-import { MOCK_DEV, MOCK_IO_PAGE_SIZE, mockDevice, SelftestObj, type Access } from './objects.js';
+import {
+  MOCK_DEV,
+  MOCK_IO_PAGE_SIZE,
+  MOCK_NESTED_DOMAIN_IOTLB_NUM,
+  mockDevice,
+  SelftestObj,
+  type Access,
+} from './objects.js';
 import { PAGE_SIZE, U64_MAX } from './pages.js';
 import { copyFromUser, copyToUser, type Ucmd } from './ucmd.js';
 
@@ -91,8 +99,14 @@ export function iommufdTest(ctx: IommufdFile, u: Ucmd): number {
       return checkMap(ctx, u);
     case IOMMU_TEST_OP.MD_CHECK_REFS:
       return checkRefs(ctx, u);
-    case IOMMU_TEST_OP.MD_CHECK_IOTLB:
-      return kfail('ENOENT', 'no nested HWPT');
+    case IOMMU_TEST_OP.MD_CHECK_IOTLB: {
+      // iommufd_test_md_check_iotlb(): ENOENT for an id that is no nested HWPT
+      const c = iommu_test_cmd_check_iotlb.view(u.cmd);
+      const hwpt = ctx.objs.get(c.id, 'hwpt_nested');
+      if (c.iotlb_id >= MOCK_NESTED_DOMAIN_IOTLB_NUM || hwpt.domain.iotlb[c.iotlb_id] !== c.iotlb)
+        kfail('EINVAL', 'mock IOTLB entry');
+      return 0;
+    }
     case IOMMU_TEST_OP.CREATE_ACCESS:
       return createAccess(ctx, u);
     case IOMMU_TEST_OP.ACCESS_REPLACE_IOAS: {

@@ -1,16 +1,21 @@
 /**
  * drivers/vfio/vfio_iommu_type1.c: the type1 IOMMU driver behind a legacy container
- * (struct vfio_iommu). User mappings (struct vfio_dma) are kept in address order with
- * O(log n) lookups; pinning and locked-memory accounting are per mapping, never per page.
+ * (struct vfio_iommu). User mappings (struct vfio_dma) are the nodes of a red-black tree
+ * (dma_list) inserted, searched and walked with the kernel's own comparisons on Linux's
+ * rbtree (../rbtree.ts); pinning and locked-memory accounting are per mapping, never per page.
  * All the groups of a container share one IOMMU domain here (they sit behind the same
  * IOMMU, so the kernel would merge their domains), and its translation is installed on
  * every device of those groups.
  *
  * Address arithmetic wraps at 2^64 where the kernel's u64/dma_addr_t arithmetic does, so
- * the top-of-address-space corner cases answer as the kernel does.
+ * the top-of-address-space corner cases answer as the kernel does. They are reachable
+ * where the IOVA space is all of 64-bit (virtio-iommu): a mapping that ends at 2^64 has
+ * dma->iova + dma->size == 0, so vfio_find_dma() and vfio_find_dma_first_node() never
+ * match it (a map over it is no EEXIST, an unmap of it unmaps nothing), and with such
+ * overlapping mappings in the tree what a search finds depends on the tree's shape.
  */
-import { IntervalMap } from '../../common/interval-map.js';
 import { KernelErrno, kfail } from '../errno.js';
+import { RbNode, RbRoot } from '../rbtree.js';
 import type { SimKernel } from '../kernel.js';
 import type { DmaTranslator, IoctlIn } from '../types.js';
 import { ERRNO } from '../../uapi/errno.js';
@@ -61,19 +66,24 @@ const ffsShift = (x: bigint): bigint => {
   return s;
 };
 
-/** One user DMA mapping (struct vfio_dma). */
-export interface VfioDma {
-  iova: bigint;
-  vaddr: bigint;
-  size: bigint;
-  /** IOMMU_READ | IOMMU_WRITE */
-  prot: number;
+/** One user DMA mapping (struct vfio_dma): a node of dma_list. */
+export class VfioDma extends RbNode {
   /** Pin handles (kernel.mem.pin) of the page-backed parts; VM_PFNMAP parts are not pinned. */
-  pins: number[];
+  pins: number[] = [];
   /** Bytes charged to locked_vm for this mapping (dma->locked_vm). */
-  locked: bigint;
+  locked = 0n;
   /** Unmapped with VFIO_DMA_UNMAP_FLAG_VADDR and not yet given a new vaddr. */
-  vaddr_invalid: boolean;
+  vaddr_invalid = false;
+
+  constructor(
+    readonly iova: bigint,
+    public vaddr: bigint,
+    public size: bigint,
+    /** IOMMU_READ | IOMMU_WRITE */
+    readonly prot: number,
+  ) {
+    super();
+  }
 }
 
 /** struct vfio_iova: a valid IOVA range, inclusive. */
@@ -103,7 +113,7 @@ export function type1CheckExtension(iommu: VfioIommu | null, arg: number, ecap: 
 /** The type1 driver state of one container (struct vfio_iommu). */
 export class VfioIommu {
   /** User mappings by IOVA (iommu->dma_list). */
-  readonly dmas = new IntervalMap<VfioDma>();
+  readonly dmas = new RbRoot<VfioDma>();
   /** Mappings still allowed (dma_entry_limit minus live mappings). */
   dma_avail: number;
   vaddr_invalid_count = 0;
@@ -201,38 +211,70 @@ export class VfioIommu {
     return false;
   }
 
-  // --- lookups (vfio_find_dma, vfio_find_dma_first_node) -------------------------------
+  // --- dma_list (vfio_find_dma, vfio_find_dma_first_node, vfio_link_dma) --------------
 
-  /** The first mapping whose end lies above `x`. */
-  private firstEndingAfter(x: bigint): VfioDma | undefined {
-    const f = this.dmas.floor(x);
-    if (f && f.end > x) return f.value;
-    return this.dmas.ceil(x)?.value;
-  }
-
-  /** vfio_find_dma(): a mapping overlapping [start, start + size) (u64 wrap as in C). */
+  /** vfio_find_dma(): a mapping overlapping [start, start + size), by the kernel's walk (u64 wrap as in C). */
   findDma(start: bigint, size: bigint): VfioDma | undefined {
-    const end = u64(start + size);
-    const d = this.firstEndingAfter(start);
-    if (!d || end <= d.iova) return undefined;
-    return d;
+    let node = this.dmas.node;
+    while (node) {
+      if (u64(start + size) <= node.iova) node = node.left as VfioDma | null;
+      else if (start >= u64(node.iova + node.size)) node = node.right as VfioDma | null;
+      else return node;
+    }
+    return undefined;
   }
 
   /** vfio_find_dma_first_node() */
   private findDmaFirstNode(start: bigint, size: bigint): VfioDma | undefined {
-    const d = this.firstEndingAfter(start);
-    if (d && size && d.iova >= u64(start + size)) return undefined;
-    return d;
+    let res: VfioDma | undefined;
+    let node = this.dmas.node;
+    while (node) {
+      if (start < u64(node.iova + node.size)) {
+        res = node;
+        if (start >= node.iova) break;
+        node = node.left as VfioDma | null;
+      } else node = node.right as VfioDma | null;
+    }
+    if (res && size && res.iova >= u64(start + size)) return undefined;
+    return res;
+  }
+
+  /** vfio_link_dma() of a mapping still of size 0 (vfio_dma_do_map links it before it grows). */
+  private linkDma(dma: VfioDma): void {
+    let parent: VfioDma | null = null;
+    let left = false;
+    let node = this.dmas.node;
+    while (node) {
+      parent = node;
+      left = dma.iova <= node.iova;
+      node = (left ? node.left : node.right) as VfioDma | null;
+    }
+    this.dmas.link(dma, parent, left);
   }
 
   private next(d: VfioDma): VfioDma | undefined {
-    return this.dmas.ceil(d.iova + d.size)?.value;
+    return RbRoot.next(d) ?? undefined;
+  }
+
+  /**
+   * The IOMMU's translation of `iova` (what the domain maps there): the mapping containing
+   * it, searched without wrap. Where mappings overlap (the 2^64 corner above) the first
+   * one the walk meets.
+   */
+  private lookup(iova: bigint): VfioDma | undefined {
+    let node = this.dmas.node;
+    while (node) {
+      if (iova < node.iova) node = node.left as VfioDma | null;
+      else if (iova >= node.iova + node.size) node = node.right as VfioDma | null;
+      else return node;
+    }
+    return undefined;
   }
 
   /** The device's view: the process address behind [iova, iova + length), or null (blocked). */
   translate(iova: bigint, length: number, write: boolean): bigint | null {
     const need = write ? IOMMU_WRITE : IOMMU_READ;
-    let d = this.dmas.find(iova)?.value;
+    let d = this.lookup(iova);
     if (!d || !(d.prot & need)) return null;
     const va = d.vaddr + (iova - d.iova);
     // A transfer may run across adjacent mappings when their user memory is contiguous too.
@@ -320,14 +362,15 @@ export class VfioIommu {
     if (!this.iovaDmaValid(iova, iova + size - 1n)) kfail('EINVAL', 'outside the valid IOVA ranges');
 
     this.dma_avail--;
-    const dma: VfioDma = { iova, vaddr, size, prot, pins: [], locked: 0n, vaddr_invalid: false };
+    const dma = new VfioDma(iova, vaddr, 0n, prot);
+    this.linkDma(dma); // linked at size 0, grown as it is mapped
+    dma.size = size;
     try {
       this.pinMap(dma);
     } catch (e) {
-      this.dma_avail++; // vfio_remove_dma() of the partial mapping
+      this.removeDma(dma); // vfio_remove_dma() of the partial mapping
       throw e;
     }
-    this.dmas.insert(iova, iova + size, dma);
     if (this.dirty_page_tracking && size / pgsize > DIRTY_BITMAP_PAGES_MAX) {
       this.removeDma(dma);
       kfail('EINVAL', 'too large for a dirty bitmap');
@@ -404,13 +447,14 @@ export class VfioIommu {
     dma.pins = [];
     mem.unlock(dma.locked);
     dma.locked = 0n;
-    this.dmas.remove(dma.iova);
+    this.dmas.erase(dma);
     if (dma.vaddr_invalid) this.vaddr_invalid_count--;
     this.dma_avail++;
   }
 
+  /** vfio_iommu_unmap_unpin_all(): removes rb_first() until the tree is empty. */
   private unmapUnpinAll(): void {
-    for (const { value } of [...this.dmas]) this.removeDma(value);
+    for (let d = this.dmas.first(); d; d = this.dmas.first()) this.removeDma(d);
   }
 
   // --- VFIO_IOMMU_UNMAP_DMA --------------------------------------------------------------
@@ -464,7 +508,8 @@ export class VfioIommu {
       let d = this.findDma(iova, 1n);
       if (d && d.iova !== iova) kfail('EINVAL', 'unmap bisects a mapping at its start');
       d = this.findDma(u64(iova + size - 1n), 0n);
-      if (d && d.iova + d.size !== u64(iova + size)) kfail('EINVAL', 'unmap bisects a mapping at its end');
+      if (d && u64(d.iova + d.size) !== u64(iova + size))
+        kfail('EINVAL', 'unmap bisects a mapping at its end');
     }
 
     let unmapped = 0n;
@@ -537,8 +582,8 @@ export class VfioIommu {
     const pgsize = lowestBit(this.pgsize_bitmap);
     if (dirty.flags & F.START) {
       if (!this.dirty_page_tracking) {
-        for (const { value } of this.dmas)
-          if (value.size / pgsize > DIRTY_BITMAP_PAGES_MAX) kfail('EINVAL', 'a mapping is too large');
+        for (const d of this.dmas)
+          if (d.size / pgsize > DIRTY_BITMAP_PAGES_MAX) kfail('EINVAL', 'a mapping is too large');
         this.dirty_page_tracking = true;
       }
       return 0;
@@ -570,10 +615,11 @@ export class VfioIommu {
     let d = this.findDma(iova, 1n);
     if (d && d.iova !== iova) kfail('EINVAL', 'range bisects a mapping');
     d = this.findDma(u64(iova + size - 1n), 0n);
-    if (d && d.iova + d.size !== u64(iova + size)) kfail('EINVAL', 'range bisects a mapping');
-    for (const { value } of this.dmas.overlapping(iova, iova + size)) {
-      if (value.iova < iova) continue;
-      this.updateUserBitmap(data, value, iova, pgsize);
+    if (d && u64(d.iova + d.size) !== u64(iova + size)) kfail('EINVAL', 'range bisects a mapping');
+    for (const m of this.dmas) {
+      if (m.iova < iova) continue;
+      if (m.iova > iova + size - 1n) break;
+      this.updateUserBitmap(data, m, iova, pgsize);
     }
   }
 }
