@@ -58,6 +58,12 @@ describe('vfio-engine CLI', function () {
     expect(run('run')).to.not.match(/^ {2}\| /m);
   });
 
+  it('a reader that stops early (| head -1) gets no EPIPE trace', function () {
+    const r = spawnSync('sh', ['-c', `"${process.execPath}" "${cli}" run | head -1`], { encoding: 'utf8' });
+    expect(r.stdout).to.match(/^scenario: /);
+    expect(r.stderr).to.not.include('EPIPE');
+  });
+
   it('run exits 1 when a step fails, and still shuts down', function () {
     const dir = mkdtempSync(path.join(tmpdir(), 'vfio-engine-cli-'));
     const file = path.join(dir, 'bad.json');

@@ -17,16 +17,16 @@ import { runScenario } from './run.js';
 const USAGE = `usage: vfio-engine <command>
 
 commands:
-  probe [--kernel sim|linux] [--topology default|test-vm|file.json]
+  probe [--kernel sim|linux] [--topology default|test-vm|test-vm-virtio|file.json]
           survey a kernel: iommufd, the legacy VFIO container, IOMMU groups, devices
           bound to vfio-pci, RLIMIT_MEMLOCK. Default: the simulated kernel (its default
           host); --kernel linux asks this machine's kernel
-  run [scenario.json] [--kernel sim|linux] [--topology default|test-vm|file.json] [--inspect]
+  run [scenario.json] [--kernel sim|linux] [--topology default|test-vm|test-vm-virtio|file.json] [--inspect]
           a VM's life: devices attached (backend chosen and why), a q35 memory map
           committed, memory hot-added and removed, a device unplugged, shutdown;
           default scenarios/q35.json on the simulated kernel; exit 1 if any step failed
           --topology: the simulated host (sim only): its default, the test VM's
-          (scenarios/test-vm.json), or a topology JSON file
+          (scenarios/test-vm.json; VT-d, or test-vm-virtio), or a topology JSON file
           --inspect: also print every actor's state changes (the trace inspector)
   uapi    list the ioctls (number, fd kind, argument) and struct sizes the engine uses
   help    this text
@@ -44,7 +44,7 @@ interface CliOptions {
   inspect: boolean;
 }
 
-/** Parses `[file] [--kernel sim|linux] [--topology default|test-vm|file.json]`; a number is an exit code. */
+/** Parses `[file] [--kernel sim|linux] [--topology …] [--inspect]`; a number is an exit code. */
 function options(argv: string[]): CliOptions | number {
   const o: CliOptions = { kernel: 'sim', topologyName: 'the default host', inspect: false };
   const fail = (msg: string) => (process.stderr.write(`vfio-engine: ${msg}\n`), 2);
@@ -56,9 +56,15 @@ function options(argv: string[]): CliOptions | number {
       o.kernel = k;
     } else if (a === '--topology') {
       const t = argv[++i];
-      if (!t) return fail('--topology takes default, test-vm or a JSON file');
-      o.topologyName = t === 'default' ? 'the default host' : t === 'test-vm' ? 'the test VM' : t;
-      o.topology = t === 'default' ? defaultTopology() : t === 'test-vm' ? testVmTopology() : loadTopology(t);
+      if (!t) return fail('--topology takes default, test-vm, test-vm-virtio or a JSON file');
+      const presets: Record<string, [string, () => Topology]> = {
+        default: ['the default host', defaultTopology],
+        'test-vm': ['the test VM', () => testVmTopology('vtd')],
+        'test-vm-virtio': ['the test VM with virtio-iommu', () => testVmTopology('virtio')],
+      };
+      const [name, make] = presets[t] ?? [t, () => loadTopology(t)];
+      o.topologyName = name;
+      o.topology = make();
     } else if (a === '--inspect' && argv[0] === 'run') o.inspect = true;
     else if (a.startsWith('--')) return fail(`unknown option '${a}'`);
     else o.file ??= a;
@@ -115,4 +121,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that stops early (`vfio-engine run | head`) is not an error: stop quietly.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
 process.exitCode = await main(process.argv.slice(2));

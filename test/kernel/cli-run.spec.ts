@@ -1,46 +1,25 @@
 // `vfio-engine run --kernel linux` in the VM: the main job on the real kernel, with the test
 // VM's scenario (scenarios/test-vm.json: one edu through iommufd, one through the legacy
-// container). On the simulated kernel the same scenario runs with --topology test-vm (VT-d),
-// or the virtio variant's topology as a JSON file.
+// container). On the simulated kernel the same scenario runs with --topology test-vm (VT-d)
+// or test-vm-virtio, as the simulated variant.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describeKernel } from './guest.js';
 import { onSimulatedKernel } from './recording-port.js';
-import { SIMULATED_IOMMU, simulatedTopology } from './variant.js';
+import { SIMULATED_IOMMU } from './variant.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.resolve(here, '../../src/cli/main.js');
 const scenario = path.resolve(here, '../../../scenarios/test-vm.json');
 
-/** `--topology` for the simulated variant: the CLI's test-vm (VT-d), else a JSON file (parseTopology). */
-function simTopologyArg(dir: string): string {
-  if (SIMULATED_IOMMU === 'vtd') return 'test-vm';
-  const file = path.join(dir, `test-vm-${SIMULATED_IOMMU}.json`);
-  const hex = (_key: string, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v);
-  fs.writeFileSync(file, JSON.stringify(simulatedTopology(), hex));
-  return file;
-}
-
 describeKernel('vfio-engine run on the kernel: the test VM scenario', function () {
   this.timeout(120_000);
-  let dir: string | undefined;
-  after(function () {
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
 
   it('attaches both edus (iommufd by auto, legacy by off), commits, replays, hot-adds and removes, unplugs, exits 0', function () {
-    const kernel = onSimulatedKernel()
-      ? [
-          '--kernel',
-          'sim',
-          '--topology',
-          simTopologyArg((dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cli-run-')))),
-        ]
-      : ['--kernel', 'linux'];
+    const topology = SIMULATED_IOMMU === 'vtd' ? 'test-vm' : `test-vm-${SIMULATED_IOMMU}`;
+    const kernel = onSimulatedKernel() ? ['--kernel', 'sim', '--topology', topology] : ['--kernel', 'linux'];
     const r = spawnSync(process.execPath, [cli, 'run', scenario, ...kernel], { encoding: 'utf8' });
     const out = r.stdout;
     expect(r.status, `${out}\n${r.stderr}`).to.equal(0);
