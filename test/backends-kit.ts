@@ -12,19 +12,25 @@ import { MAP, MFD, PROT, type IoctlArg, type SyscallPort } from '../src/port/por
 import { errnoName } from '../src/uapi/errno.js';
 import type { Ioctl } from '../src/uapi/layout.js';
 
+/** This process's open fds and what each refers to (the /proc/self/fd links), in directory order. */
+export function openFds(): { fd: string; target: string }[] {
+  const out: { fd: string; target: string }[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      out.push({ fd, target: readlinkSync(`/proc/self/fd/${fd}`) });
+    } catch {
+      // the directory's own fd, closed by now
+    }
+  }
+  return out;
+}
+
 /** Open simulated /dev nodes and VFIO device fds (not the BAR memfds the device models keep). */
 export function simFds(): string[] {
-  const out: string[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    if (/vfio-engine-sim:(\/dev\/|\[vfio-device\])/.test(target)) out.push(`${fd} ${target}`);
-  }
-  return out.sort();
+  return openFds()
+    .filter(({ target }) => /vfio-engine-sim:(\/dev\/|\[vfio-device\])/.test(target))
+    .map(({ fd, target }) => `${fd} ${target}`)
+    .sort();
 }
 
 /** Runs `fn`, which must throw a VfioError; returns it. */

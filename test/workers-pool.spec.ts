@@ -22,6 +22,17 @@ import { firstGroup } from './differential/programs.js';
 const P = 0x1000n;
 const N = 1000;
 
+/** A batch of map ops as the planner's ops, for applyResults. */
+const asPlanMaps = (batch: BatchOp[]) =>
+  batch.map((o) => ({
+    ...o,
+    op: 'map' as const,
+    vaddr: o.vaddr!,
+    readonly: false,
+    nonFatal: false,
+    source: 0,
+  }));
+
 describe('workers: DmaPool on the simulated kernel', function () {
   this.timeout(60_000);
   let sim: SimKernelHandle;
@@ -103,14 +114,7 @@ describe('workers: DmaPool on the simulated kernel', function () {
     const r = await pool.run(t, batch);
     expect(r.results[500]).to.include({ status: 'failed', errno: ERRNO.EEXIST });
     expect(r.results.filter((x) => x.status === 'done')).to.have.length(N - 1);
-    const ops = batch.map((o) => ({
-      ...o,
-      op: 'map' as const,
-      vaddr: o.vaddr!,
-      readonly: false,
-      nonFatal: false,
-      source: 0,
-    }));
+    const ops = asPlanMaps(batch);
     applyResults(table, ops, r.results);
     // Probe every page by an exact unmap: mapped exactly where the table says.
     for (let i = 0; i < N; i++) {
@@ -159,14 +163,7 @@ describe('workers: DmaPool on the simulated kernel', function () {
         expect(r.results[k]).to.include({ status: 'not-run', probed: true });
         expect(r.results.slice(k + 1).every((x) => x.status === 'not-run' && !x.probed)).to.equal(true);
         const table = new IntervalMap<DmaMapping>();
-        const ops = batch.map((o) => ({
-          ...o,
-          op: 'map' as const,
-          vaddr: o.vaddr!,
-          readonly: false,
-          nonFatal: false,
-          source: 0,
-        }));
+        const ops = asPlanMaps(batch);
         applyResults(table, ops, r.results);
         expect(table.size).to.equal(k);
         for (let i = 0; i < N; i++) {

@@ -5,7 +5,7 @@
  * fixtures (what a suite opens in `before` and releases in `after`). Every kernel
  * call goes through the project's uapi layouts and a SyscallPort.
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import { SyscallError } from '../../src/port/errors.js';
 import { MAP, MFD, O, PROT, type SyscallPort } from '../../src/port/port.js';
@@ -30,6 +30,7 @@ import {
   vfio_device_bind_iommufd,
   type ErrnoName,
 } from '../../src/uapi/index.js';
+import { openFds } from '../backends-kit.js';
 import { guestTopology, type EduDevice } from './guest.js';
 import { kernelPort } from './recording-port.js';
 
@@ -245,16 +246,9 @@ export function pattern(bytes: Uint8Array, seed: number): Uint8Array {
  */
 export function kernelHandles(): string[] {
   const mine = /\/dev\/iommu|\/dev\/vfio|\[vfio-device\]|\[iommufd|vfio-engine-kernel-test/;
-  const out: string[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      continue; // the directory's own fd, closed by now
-    }
-    if (mine.test(target)) out.push(`fd ${fd} -> ${target}`);
-  }
+  const out = openFds()
+    .filter(({ target }) => mine.test(target))
+    .map(({ fd, target }) => `fd ${fd} -> ${target}`);
   for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
     if (mine.test(line)) out.push(`map ${line}`);
   }
