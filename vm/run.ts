@@ -47,7 +47,7 @@ export interface KernelSuiteOptions {
   iommu?: IommuVariant;
   /** The checkout to test (default: found from this file's location). */
   projectRoot?: string;
-  /** bzImage to boot (default: env VFIO_ENGINE_KERNEL, the cache, ../shared/vm, else a build). */
+  /** bzImage to boot (default: env VFIO_ENGINE_KERNEL, else the newest of shared/vm's and the cache's, else a build). */
   kernel?: string;
   /** Build a kernel with vm/build-kernel.sh when none is found (default true). */
   buildKernel?: boolean;
@@ -102,7 +102,6 @@ export interface KernelSuiteResult {
   partial?: string;
 }
 
-const SHARED_KERNEL = '../shared/vm/bzImage-6.12.117-vfio';
 const DEFAULT_SPEC = 'dist/test/kernel/**/*.spec.js';
 const KERNEL_APPEND = [
   'console=ttyS0',
@@ -551,7 +550,12 @@ interface ResolvedKernel {
   source: string;
 }
 
-/** Picks the kernel: option/env, then the cache, then ../shared/vm, then a build. */
+/**
+ * Picks the kernel: the option or VFIO_ENGINE_KERNEL; else the newest image among the
+ * prebuilt ones in a shared/vm folder beside the checkout (or beside any folder above it)
+ * and the ones vm/build-kernel.sh left in the cache (a prebuilt image wins a tie); else a
+ * build, once (about 20 min on 2 cores).
+ */
 async function resolveKernel(
   root: string,
   opts: KernelSuiteOptions,
@@ -560,51 +564,96 @@ async function resolveKernel(
   const explicit = opts.kernel ?? process.env.VFIO_ENGINE_KERNEL;
   if (explicit) {
     return fs.existsSync(explicit)
-      ? { path: path.resolve(explicit), source: 'VFIO_ENGINE_KERNEL' }
+      ? { path: path.resolve(explicit), source: opts.kernel ? '--kernel' : 'VFIO_ENGINE_KERNEL' }
       : { error: `kernel not found: ${explicit}` };
   }
-  const cached = cachedKernel(log);
-  if (cached) return { path: cached, source: 'cache' };
-
-  const shared = path.resolve(root, SHARED_KERNEL);
-  if (fs.existsSync(shared)) {
-    if (checksumOk(shared, log)) return { path: shared, source: 'shared prebuilt' };
+  const fragment = path.join(root, 'vm', 'kernel.fragment');
+  const sharedDir = findSharedVm(root);
+  const candidates = [
+    ...(sharedDir ? kernelImages(sharedDir, log, false) : []).map((k) => ({ ...k, prebuilt: true })),
+    ...kernelImages(kernelCacheDir(), log, true, fragment).map((k) => ({ ...k, prebuilt: false })),
+  ].sort((a, b) => compareVersions(b.version, a.version) || Number(b.prebuilt) - Number(a.prebuilt));
+  const best = candidates[0];
+  if (best) {
+    return {
+      path: best.path,
+      source: best.prebuilt
+        ? `prebuilt, the newest in ${sharedDir}`
+        : `built here before, ${kernelCacheDir()}`,
+    };
   }
   if (opts.buildKernel === false)
     return { error: `no kernel image in ${kernelCacheDir()} (run vm/build-kernel.sh)` };
 
-  log(`no test kernel found: building one with vm/build-kernel.sh (about 20 min on 2 cores)`);
+  log(
+    `no test kernel here (no VFIO_ENGINE_KERNEL, no prebuilt image in a shared/vm folder beside the ` +
+      `checkout, none built before in ${kernelCacheDir()}): building one from Debian's ` +
+      `linux-source-6.12 with vm/build-kernel.sh, once; about 20 min on 2 cores`,
+  );
   const script = path.join(root, 'vm', 'build-kernel.sh');
   const code = await new Promise<number | null>((resolve) => {
+    // Its stdout is one line per phase; the compiler's output goes to the log file it names.
     const child = spawn('bash', [script], { stdio: ['ignore', 'inherit', 'inherit'] });
     child.on('error', () => resolve(null));
     child.on('close', (c) => resolve(c));
   });
   if (code !== 0) return { error: `vm/build-kernel.sh failed (exit ${code})` };
-  const built = cachedKernel(log);
+  const built = kernelImages(kernelCacheDir(), log, true, fragment)[0];
   return built
-    ? { path: built, source: 'built now' }
+    ? { path: built.path, source: 'built now' }
     : { error: `vm/build-kernel.sh left no image in ${kernelCacheDir()}` };
 }
 
-/** Newest bzImage-<version>-vfio in the cache whose checksum (if recorded) matches. */
-function cachedKernel(log: (m: string) => void): string | null {
-  const dir = kernelCacheDir();
+/** The first `shared/vm` folder beside the checkout, or beside a folder above it; null if none. */
+export function findSharedVm(root: string): string | null {
+  for (let dir = path.dirname(path.resolve(root)); ; dir = path.dirname(dir)) {
+    const vm = path.join(dir, 'shared', 'vm');
+    if (fs.existsSync(vm)) return vm;
+    if (path.dirname(dir) === dir) return null;
+  }
+}
+
+/**
+ * The bzImage-<version>-vfio images in `dir` whose checksum matches (`<image>.sha256`, required
+ * unless `optional`), newest first. With `fragment`, an image whose `<image>.config` lacks one
+ * of the fragment's lines was built from an older fragment: it is skipped, with a log line.
+ */
+function kernelImages(
+  dir: string,
+  log: (m: string) => void,
+  optional: boolean,
+  fragment?: string,
+): { path: string; version: string }[] {
   let names: string[];
   try {
     names = fs.readdirSync(dir);
   } catch {
-    return null;
+    return [];
   }
-  const versions = names
+  return names
     .map((n) => /^bzImage-(\d+(?:\.\d+)*)-vfio$/.exec(n))
     .filter((m): m is RegExpExecArray => m !== null)
-    .sort((a, b) => compareVersions(b[1]!, a[1]!));
-  for (const m of versions) {
-    const file = path.join(dir, m[0]);
-    if (checksumOk(file, log, true)) return file;
+    .sort((a, b) => compareVersions(b[1]!, a[1]!))
+    .map((m) => ({ path: path.join(dir, m[0]), version: m[1]! }))
+    .filter((k) => checksumOk(k.path, log, optional) && (!fragment || builtFrom(k.path, fragment, log)));
+}
+
+// Whether the image's saved .config has every line of the fragment: a later fragment change
+// makes an image built here stale (vm/build-kernel.sh then builds a new one).
+function builtFrom(image: string, fragment: string, log: (m: string) => void): boolean {
+  let config: Set<string>;
+  try {
+    config = new Set(fs.readFileSync(`${image}.config`, 'utf8').split('\n'));
+  } catch {
+    return true; // no saved config beside it: nothing to compare
   }
-  return null;
+  const missing = fs
+    .readFileSync(fragment, 'utf8')
+    .split('\n')
+    .filter((l) => /^(CONFIG_\w+=.*|# CONFIG_\w+ is not set)$/.test(l) && !config.has(l));
+  if (missing.length)
+    log(`ignoring ${image}: built without ${missing.join(', ')} (vm/kernel.fragment changed since)`);
+  return missing.length === 0;
 }
 
 function compareVersions(a: string, b: string): number {

@@ -5,6 +5,7 @@
  * iommufd=auto falls back to the legacy backend), and one with device DMA logging.
  */
 import fs from 'node:fs';
+import { parseLinuxRelease, SIMULATED_LINUX } from './release.js';
 
 /** The IOMMU the devices sit behind (what QEMU's intel-iommu gives the test VM, by default). */
 export interface IommuSpec {
@@ -57,6 +58,11 @@ export interface Topology {
   dma_entry_limit: number;
   /** RLIMIT_MEMLOCK of the simulated process, bytes (soft = hard). */
   memlock: bigint;
+  /**
+   * The Linux 6.12 stable release whose answers the simulation gives where they differ
+   * between releases (src/kernel/release.ts), e.g. "6.12.118".
+   */
+  linux: string;
 }
 
 const MiB = 1 << 20;
@@ -129,6 +135,7 @@ export function defaultTopology(): Topology {
     ],
     dma_entry_limit: 65535,
     memlock: 64n << 30n,
+    linux: SIMULATED_LINUX,
   };
 }
 
@@ -138,9 +145,9 @@ export function defaultTopology(): Topology {
  * IOMMU group with a cdev: 0000:01:00.0 → group 5, vfio0; 0000:02:00.0 → group 6, vfio1.
  * `iommu` picks the VM's variant: VT-d (the default) or virtio-iommu ({@link VIRTIO_IOMMU};
  * the selftest's mock IOMMU then serves MOCK_DOMAIN, as in that VM). The kernel suites run
- * unchanged on either.
+ * unchanged on either. `linux` is the release the VM boots (default {@link SIMULATED_LINUX}).
  */
-export function testVmTopology(iommu: TestVmIommu = 'vtd'): Topology {
+export function testVmTopology(iommu: TestVmIommu = 'vtd', linux: string = SIMULATED_LINUX): Topology {
   const d = defaultTopology();
   const behindRootPort = (bdf: string, group: number, cdev: string): DeviceSpec => ({
     ...edu(bdf, group, cdev),
@@ -150,6 +157,7 @@ export function testVmTopology(iommu: TestVmIommu = 'vtd'): Topology {
     ...d,
     iommu: iommu === 'virtio' ? copyIommu(VIRTIO_IOMMU) : d.iommu,
     devices: [behindRootPort('0000:01:00.0', 5, 'vfio0'), behindRootPort('0000:02:00.0', 6, 'vfio1')],
+    linux: checkedRelease(linux),
   };
 }
 
@@ -166,6 +174,12 @@ function generic(bdf: string, group: number, cdev: string | null): DeviceSpec {
     reset_domain: bdf,
     dma_logging: false,
   };
+}
+
+// A release the model can compare: it must parse (parseLinuxRelease throws, naming it).
+function checkedRelease(release: string): string {
+  parseLinuxRelease(release);
+  return release;
 }
 
 /** Reads a topology JSON file: bigint fields may be given as numbers or "0x..." strings. */
@@ -204,5 +218,6 @@ export function parseTopology(json: unknown): Topology {
     devices,
     dma_entry_limit: (j.dma_entry_limit as number | undefined) ?? d.dma_entry_limit,
     memlock: big(j.memlock, d.memlock),
+    linux: j.linux === undefined ? d.linux : checkedRelease(String(j.linux)),
   };
 }

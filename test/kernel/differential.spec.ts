@@ -1,3 +1,4 @@
+import os from 'node:os';
 import fc from 'fast-check';
 import { testVmTopology } from '../../src/kernel/topology.js';
 import { LinuxPort } from '../../src/port/linux.js';
@@ -33,7 +34,8 @@ describeVm(
     before(async function () {
       const variant = guestIommu();
       if (!variant) throw new Error('VFIO_ENGINE_GUEST_IOMMU is not vtd or virtio: which VM to simulate?');
-      sim = await SimPort.start(testVmTopology(variant));
+      // The simulation of this VM's variant, answering as the release it booted.
+      sim = await SimPort.start(testVmTopology(variant, os.release()));
       simPort = sim.port();
     });
     after(async function () {

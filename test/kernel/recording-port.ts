@@ -5,9 +5,11 @@
  * process), so zz-ioctl-coverage.spec.ts can check that every ioctl of the uapi
  * layer was driven both ways against the real kernel.
  */
+import os from 'node:os';
 import { SyscallError } from '../../src/port/errors.js';
 import { LinuxPort } from '../../src/port/linux.js';
 import { SimPort } from '../../src/port/sim.js';
+import { parseLinuxRelease, SIMULATED_LINUX } from '../../src/kernel/release.js';
 import { testVmTopology, type Topology } from '../../src/kernel/topology.js';
 import type { IommuVariant } from '../../vm/run.js';
 import type { IoctlArg, SyscallPort } from '../../src/port/port.js';
@@ -107,9 +109,27 @@ export function simulatedIommu(): IommuVariant {
   return v;
 }
 
-/** The simulated host of the kernel suites: the test VM of the simulated variant (testVmTopology). */
+/**
+ * The Linux release the simulated kernel answers as: VFIO_ENGINE_SIM_LINUX (e.g. 6.12.117),
+ * default SIMULATED_LINUX, the release a fresh machine builds.
+ */
+export function simulatedLinux(): string {
+  const v = process.env.VFIO_ENGINE_SIM_LINUX ?? SIMULATED_LINUX;
+  parseLinuxRelease(v); // throws, naming the value: a typo must not test another release
+  return v;
+}
+
+/** The simulated host of the kernel suites: the test VM of the simulated variant and release (testVmTopology). */
 export function simulatedTopology(): Topology {
-  return testVmTopology(simulatedIommu());
+  return testVmTopology(simulatedIommu(), simulatedLinux());
+}
+
+/**
+ * The release of the kernel the suites run on: the booted kernel's (`uname -r`), or on the
+ * simulated kernel the release it models. Suites ask it where 6.12 stable changed an answer.
+ */
+export function kernelRelease(): string {
+  return onSimulatedKernel() ? simulatedLinux() : os.release();
 }
 
 /**

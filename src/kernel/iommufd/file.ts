@@ -55,6 +55,7 @@ import {
   type Hwpt,
 } from './objects.js';
 import { PAGE_SIZE, U64_MAX } from './pages.js';
+import { LINUX_CHANGES, linuxAtLeast } from '../release.js';
 import { iommufdTest, MOCK_FLAGS_ACCESS_SYZ, syzConvIova } from './test-cmd.js';
 import { clearUser, copyFromUser, copyToUser, isErrno, offsetofend, Ucmd, userAccessible } from './ucmd.js';
 
@@ -967,12 +968,25 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
       kfail('EINVAL', 'range unaligned to page_size');
     const d = hwpt.domain;
     if (!d.dirtyOps) kfail('EOPNOTSUPP', 'HWPT without dirty tracking');
-    // The driver's read_and_clear_dirty fails (EINVAL) without tracking enabled and at the first
-    // unmapped IOVA; iommu_read_and_clear_dirty() drops those errors, so the ioctl still succeeds.
-    if (!d.dirtyTracking) return 0;
-    const { segs } = iopt.contig(c.iova, last);
-    if (!segs.length) return 0;
-    const end = segs[segs.length - 1]!.segLast;
+    // The walk fails with the driver's EINVAL (read_and_clear_dirty with tracking off) or with
+    // EINVAL where the range stops being mapped (after reading what came before). Up to
+    // 6.12.117 iommu_read_and_clear_dirty() dropped that error and the ioctl returned 0.
+    const reportsErrors = linuxAtLeast(this.kernel.topology.linux, LINUX_CHANGES.dirtyBitmapErrors);
+    const { segs, done } = iopt.contig(c.iova, last);
+    if (!d.dirtyTracking) {
+      if (reportsErrors && segs.length) kfail('EINVAL', 'read_and_clear_dirty: dirty tracking is off');
+    } else if (segs.length) this.readAndClearDirty(d, c, segs[segs.length - 1]!.segLast);
+    if (!done && reportsErrors) kfail('EINVAL', 'GET_DIRTY_BITMAP: the range is not fully mapped');
+    return 0;
+  }
+
+  // The dirty bits of [c.iova, end] into the user's bitmap (cleared in the domain unless NO_CLEAR).
+  private readAndClearDirty(
+    d: HwptPaging['domain'],
+    c: ReturnType<typeof iommu_hwpt_get_dirty_bitmap.view>,
+    end: bigint,
+  ): void {
+    const ps = c.page_size;
     const shift = BigInt(ctz(ps));
     const noClear = (c.flags & GET_DIRTY_BITMAP_NO_CLEAR) !== 0;
     const bits = new DirtyBits();
@@ -983,7 +997,6 @@ export class IommufdFile implements SimFile, IommufdBinding, AnonOwner {
       if (!noClear) d.dirty.delete(idx);
     }
     bits.orInto(this.mem, c.data);
-    return 0;
   }
 
   private hwptInvalidate(u: Ucmd): number {
