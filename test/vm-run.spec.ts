@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { IOMMU_VARIANTS, parseArgs, runKernelSuite, type KernelSuiteOptions } from '../vm/run.js';
+import { DmaFaultLabels } from './kernel/dma-faults.js';
 
 describe('vm/run.ts parseArgs: the test VM command line', function () {
   it('reads every option, and passes the rest to mocha', function () {
@@ -101,6 +102,12 @@ console.log('fake-qemu specs: ' + (append.match(/vfio_engine\\.spec=\\S+/g) || [
 console.log('fake-qemu mocha-args: ' + JSON.stringify(files.get('vfio-engine/mocha-args') || ''));
 if (command !== undefined) {
   console.log('fake-qemu command: ' + JSON.stringify(command));
+  if (command.includes('dma-faults')) {
+    console.log('[ 20.1] @@VFIO_ENGINE_DMA_FAULT begin a write to an unmapped IOVA\\r');
+    console.log('[ 20.2] DMAR: [DMA Write NO_PASID] Request device [01:00.0] fault addr 0x200000 [fault reason 0x05] PTE Write access is not set\\r');
+    console.log('[ 20.3] @@VFIO_ENGINE_DMA_FAULT end\\r');
+    console.log('[ 21.0] virtio_iommu virtio0: page fault from EP 256 at 0xc0000 [W]\\r');
+  }
   if (!command.includes('hang-up')) {
     console.log('@@VFIO_ENGINE_COVERAGE null\\r');
     console.log('@@VFIO_ENGINE_TOTALS null\\r');
@@ -176,6 +183,26 @@ describe('vm/run.ts runKernelSuite against a fake QEMU: mocha runs and --command
     expect(result.error).to.equal('the command exited 7 in the guest');
   });
 
+  it("labels guest DMA faults: inside a test's expectDmaFault window as expected, outside as UNEXPECTED, which fails the run", async function () {
+    const { result, text } = await run({ command: 'true # dma-faults' });
+    expect(text).to.include(
+      'PTE Write access is not set   [expected DMA fault: a write to an unmapped IOVA]',
+    );
+    expect(text).to.include(
+      'page fault from EP 256 at 0xc0000 [W]   [UNEXPECTED DMA fault: no test expects one here]',
+    );
+    expect(text, 'the markers themselves are not shown').to.not.include('@@VFIO_ENGINE_DMA_FAULT');
+    expect(text).to.include(
+      "guest DMA faults (vtd): 1 expected, labelled with the test's reason; 1 UNEXPECTED",
+    );
+    expect(result.dmaFaults).to.deep.equal({
+      expected: 1,
+      unexpected: ['[ 21.0] virtio_iommu virtio0: page fault from EP 256 at 0xc0000 [W]'],
+    });
+    expect(result.exitCode).to.equal(1);
+    expect(result.error).to.match(/1 unexpected guest DMA fault\(s\), first: .*0xc0000/);
+  });
+
   it('a guest that never reports fails the run', async function () {
     const { result } = await run({ command: 'hang-up' });
     expect(result.exitCode).to.equal(1);
@@ -193,5 +220,32 @@ describe('vm/run.ts runKernelSuite against a fake QEMU: mocha runs and --command
       expect(result.error).to.match(why);
       expect(text).to.not.include('fake-qemu');
     }
+  });
+});
+
+describe('test/kernel/dma-faults.ts DmaFaultLabels: the guest console, line by line', function () {
+  it('counts fault lines between the markers as expected, others as unexpected; passes other lines through; ignores the ratelimit note', function () {
+    const l = new DmaFaultLabels();
+    expect(l.label('[ 1.0] DMAR: DRHD: handling fault status reg 2')).to.match(/UNEXPECTED/);
+    expect(l.label('[ 2.0] <3>@@VFIO_ENGINE_DMA_FAULT begin a ROM write')).to.equal(null);
+    expect(l.label('[ 2.1] DMAR: DRHD: handling fault status reg 2')).to.match(
+      /\[expected DMA fault: a ROM write\]$/,
+    );
+    expect(l.label('[ 2.2] virtio_iommu virtio0: page fault from EP 8 at 0xe0000 [W]')).to.match(
+      /expected DMA fault/,
+    );
+    expect(l.label('    ✔ a test line')).to.equal('    ✔ a test line');
+    expect(l.label('[ 2.3] @@VFIO_ENGINE_DMA_FAULT end')).to.equal(null);
+    expect(l.label('[ 3.0] viommu_fault_handler: 5 callbacks suppressed')).to.equal(
+      '[ 3.0] viommu_fault_handler: 5 callbacks suppressed',
+    );
+    expect(l.label('[ 3.1] DMAR: [DMA Read NO_PASID] Request device [02:00.0] fault addr 0x1000')).to.match(
+      /UNEXPECTED/,
+    );
+    expect(l.expected).to.equal(2);
+    expect(l.unexpected).to.deep.equal([
+      '[ 1.0] DMAR: DRHD: handling fault status reg 2',
+      '[ 3.1] DMAR: [DMA Read NO_PASID] Request device [02:00.0] fault addr 0x1000',
+    ]);
   });
 });

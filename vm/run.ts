@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 // Only coverage.ts: it loads no port (test/kernel/guest.ts and variant.ts would load both).
 import { judgeCoverage, type CoverageReport } from '../test/kernel/coverage.js';
+import { DmaFaultLabels } from '../test/kernel/dma-faults.js';
 
 /** Test counts as written by test/reporter.cjs. */
 export interface Totals {
@@ -100,6 +101,11 @@ export interface KernelSuiteResult {
    * the variant's, and says why.
    */
   partial?: string;
+  /**
+   * The guest kernel's DMA fault lines: how many fell inside a test's expectDmaFault window,
+   * and the ones that did not (each fails the boot: a device reached memory it should not try).
+   */
+  dmaFaults?: { expected: number; unexpected: string[] };
 }
 
 const DEFAULT_SPEC = 'dist/test/kernel/**/*.spec.js';
@@ -276,6 +282,18 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
       result.coverage = null;
       result.error = [result.error, vm.coverageError].filter(Boolean).join('; ');
     }
+    const faults = vm.dmaFaults;
+    result.dmaFaults = { expected: faults.expected, unexpected: faults.unexpected };
+    log(
+      `guest DMA faults (${iommu}): ${faults.expected} expected, labelled with the test's reason; ` +
+        `${faults.unexpected.length ? `${faults.unexpected.length} UNEXPECTED` : 'none unexpected'}`,
+    );
+    if (faults.unexpected.length) {
+      for (const line of faults.unexpected.slice(0, 10)) log(`  unexpected: ${line}`);
+      if (result.exitCode === 0) result.exitCode = 1;
+      const what = `${faults.unexpected.length} unexpected guest DMA fault(s), first: ${faults.unexpected[0]}`;
+      result.error = [result.error, what].filter(Boolean).join('; ');
+    }
     const t = result.totals;
     if (command !== undefined) {
       log(
@@ -413,10 +431,11 @@ interface QemuOutcome extends ConsoleMarkers {
   interrupted: NodeJS.Signals | null;
   stderrTail: string;
   seconds: number;
+  /** The guest's DMA fault lines, expected (inside a test's expectDmaFault) or not. */
+  dmaFaults: DmaFaultLabels;
 }
 
 /* eslint-disable no-control-regex -- these match the terminal escapes the guest sends */
-const PARTIAL_ESCAPE = /\x1b(\[[?0-9;]*)?$|\r$/;
 const TERMINAL_RESET = /\x1bc/g;
 const TERMINAL_MODES = /\x1b\[\?7l|\x1b\[2J/g;
 /* eslint-enable no-control-regex */
@@ -477,6 +496,7 @@ function runQemu(
     stderrTail: '',
     guestCrash: null,
     seconds: 0,
+    dmaFaults: new DmaFaultLabels(),
   };
   // stdin ignored: QEMU must not put a terminal into raw mode or read keys.
   const child: ChildProcess = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -498,22 +518,23 @@ function runQemu(
     kill();
   }, timeoutSeconds * 1000);
 
+  // Line by line: each line is read for markers, then shown with its DMA fault label, if any
+  // (test/kernel/dma-faults.ts). The serial console ends lines with \r\n; SeaBIOS sends a
+  // terminal reset, screen clear and wrap-off that would wreck the user's terminal.
   let pending = '';
-  let carry = '';
+  const show = (line: string) => {
+    parseMarker(line);
+    const shown = outcome.dmaFaults.label(
+      line.replace(/\r$/, '').replace(TERMINAL_RESET, '\n').replace(TERMINAL_MODES, ''),
+    );
+    if (shown !== null) out.write(`${shown}\n`);
+  };
   child.stdout!.setEncoding('utf8');
   child.stdout!.on('data', (data: string) => {
-    // The serial console ends lines with \r\n; SeaBIOS sends a terminal reset,
-    // screen clear and wrap-off that would wreck the user's terminal. An escape
-    // sequence or \r\n split across chunks is held back until the next chunk.
-    let chunk = carry + data;
-    const partial = PARTIAL_ESCAPE.exec(chunk);
-    carry = partial ? partial[0] : '';
-    if (partial) chunk = chunk.slice(0, partial.index);
-    out.write(chunk.replace(/\r\n/g, '\n').replace(TERMINAL_RESET, '\n').replace(TERMINAL_MODES, ''));
-    pending += chunk;
+    pending += data;
     const lines = pending.split('\n');
     pending = lines.pop()!;
-    for (const line of lines) parseMarker(line);
+    for (const line of lines) show(line);
   });
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (chunk: string) => {
@@ -530,9 +551,7 @@ function runQemu(
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       process.off('SIGHUP', onSignal);
-      if (carry) out.write(carry);
-      pending += carry;
-      if (pending) parseMarker(pending);
+      if (pending) show(pending);
       outcome.qemuExit = code;
       outcome.seconds = (Date.now() - started) / 1000;
       resolve(outcome);

@@ -7,6 +7,7 @@
 // IOVA where the legacy container maps B's BAR; through iommufd the same write is blocked.
 // Runs in both VMs and unchanged on the simulated kernel.
 import { expect } from 'chai';
+import { expectDmaFault } from './dma-faults.js';
 import { createEngine, type Engine } from '../../src/engine.js';
 import type { AddressSpace, MemoryRegion } from '../../src/actors/address-space.js';
 import { expectTablesMatchKernel, record } from '../engine-kit.js';
@@ -109,7 +110,9 @@ describeKernel('engine on the kernel: a BAR as a ram_device region, peer-to-peer
     expect(await dev.b.edu.livenessOnceIt(~0x600d_cafe), 'B through its own container').to.equal(
       ~0x600d_cafe >>> 0,
     );
-    await dev.a.edu.writeWord(stage(), RAM_GPA, BAR_GPA + 4n, 0x0bad_f00d);
+    await expectDmaFault("A's write to B's BAR, not mapped through iommufd", () =>
+      dev.a.edu.writeWord(stage(), RAM_GPA, BAR_GPA + 4n, 0x0bad_f00d),
+    );
     expect(await dev.b.edu.livenessOnceIt(~0x0bad_f00d)).to.equal(~0x600d_cafe >>> 0);
   });
 
@@ -132,7 +135,9 @@ describeKernel('engine on the kernel: a BAR as a ram_device region, peer-to-peer
     await commit('del', bar);
     for (const c of Object.keys(space.mappings())) expect(spans(c)).to.deep.equal([[RAM_GPA, BigInt(RAM)]]);
     expectTablesMatchKernel(space);
-    await dev.a.edu.writeWord(stage(), RAM_GPA, BAR_GPA + 4n, 0x7777_0000);
+    await expectDmaFault("A's write to B's BAR after the region's removal", () =>
+      dev.a.edu.writeWord(stage(), RAM_GPA, BAR_GPA + 4n, 0x7777_0000),
+    );
     expect(await dev.b.edu.livenessOnceIt(~0x7777_0000)).to.equal(~0xa5a5_0f0f >>> 0);
   });
 });

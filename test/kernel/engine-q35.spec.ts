@@ -5,6 +5,7 @@
 // shares the IOAS of the device already on iommufd. After every test the kernel holds exactly
 // the engine's tables. Runs in both VMs and on the simulated kernel.
 import { expect } from 'chai';
+import { expectDmaFault } from './dma-faults.js';
 import { createEngine, type Engine, type EngineEvent } from '../../src/engine.js';
 import type { AddressSpace, MemoryRegion } from '../../src/actors/address-space.js';
 import type { RegionKind } from '../../src/memory/sections.js';
@@ -148,7 +149,10 @@ describeKernel(
       await copyThroughDevice(e, 0xe_0000n, 4n * MiB, 1024);
       expect(Buffer.compare(Buffer.from(dst), before), 'ROM read through the IOMMU').to.equal(0);
       pattern(bytesAt(5n * MiB, 1024), 9);
-      await copyThroughDevice(e, 5n * MiB, 0xe_0000n, 1024); // the write half faults in the IOMMU
+      // The write half faults in the IOMMU: the ROM is mapped read-only.
+      await expectDmaFault('a write to the read-only ROM', () =>
+        copyThroughDevice(e, 5n * MiB, 0xe_0000n, 1024),
+      );
       expect(Buffer.compare(Buffer.from(rom), before), 'ROM unchanged').to.equal(0);
     });
 
@@ -164,7 +168,9 @@ describeKernel(
       // Read-only holds on type1 too.
       const rom = Buffer.from(bytesAt(0xc_0000n, 512));
       pattern(bytesAt(5n * MiB, 512), 10);
-      await copyThroughDevice(edu(d.bdf), 5n * MiB, 0xc_0000n, 512);
+      await expectDmaFault('a write to the read-only option ROM', () =>
+        copyThroughDevice(edu(d.bdf), 5n * MiB, 0xc_0000n, 512),
+      );
       expect(Buffer.compare(Buffer.from(bytesAt(0xc_0000n, 512)), rom), 'ROM unchanged').to.equal(0);
     });
 
@@ -216,7 +222,9 @@ describeKernel(
       await space.commit();
       expect(tables()).to.deep.equal([EXPECTED.filter(([gpa]) => gpa !== low.gpa)]);
       const dst = bytesAt(3n * MiB, 64).fill(0x5a);
-      await edu(later.bdf).dma(true, EDU_DMA_BUFFER, 3n * MiB, 64);
+      await expectDmaFault('a write to removed low RAM', () =>
+        edu(later.bdf).dma(true, EDU_DMA_BUFFER, 3n * MiB, 64),
+      );
       expect(
         dst.every((x) => x === 0x5a),
         'memory untouched',

@@ -5,6 +5,7 @@
 // virtio-iommu it proves the fallback for 6.12's collapsed IOVA space after an early
 // HWPT_ALLOC, see IommufdContainer.attachDevice) and unchanged on the simulated kernel.
 import { expect } from 'chai';
+import { expectDmaFault } from './dma-faults.js';
 import { createEngine, type Engine } from '../../src/engine.js';
 import type { AddressSpace, MemoryRegion } from '../../src/actors/address-space.js';
 import { expectTablesMatchKernel } from '../engine-kit.js';
@@ -106,7 +107,9 @@ describeKernel('engine on the kernel: both backends in one address space, DMA, h
     expect(Object.values(space.mappings())[0]).to.deep.equal([]);
     const dst = ram.bytes.subarray(0x2000, 0x2000 + 64);
     dst.fill(0x5a);
-    await edus.b.edu.dma(true, 0x40000n, GPA + 0x2000n, 64);
+    await expectDmaFault('a write to a removed region', () =>
+      edus.b.edu.dma(true, 0x40000n, GPA + 0x2000n, 64),
+    );
     expect(dst.every((x) => x === 0x5a)).to.equal(true);
   });
 });
