@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { Piscina } from 'piscina';
 import { LinuxPort } from '../src/port/linux.js';
 import { SyscallError } from '../src/port/errors.js';
+import { StartupTracker } from '../src/port/native-guard.js';
 import { MAP, MFD, O, PROT, RLIMIT } from '../src/port/port.js';
 import {
   ERRNO,
@@ -94,16 +95,22 @@ describe('LinuxPort (the real syscalls of this machine)', function () {
 
   describe('inside piscina worker threads, on fds the main thread owns', function () {
     let pool: Piscina;
+    // The workers load koffi as they start: destroy() must not terminate one mid-load (that
+    // aborts the process), so it waits until every worker has marked itself started.
+    const startup = new StartupTracker(() => pool?.threads ?? []);
     before(function () {
       pool = new Piscina({
         filename: new URL('./fixtures/port-worker.js', import.meta.url).href,
         minThreads: 2,
         maxThreads: 2,
         idleTimeout: Infinity,
+        workerData: { startup: startup.shared },
       });
     });
     after(async function () {
+      expect(await startup.settled()).to.equal(true);
       await pool.destroy();
+      startup.dispose();
     });
 
     it('reads errno in the worker that made the call', async function () {

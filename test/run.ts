@@ -12,8 +12,13 @@
  * cannot run here (no QEMU or busybox-static), the host run includes them, and each shows
  * as skipped with its reason. VFIO_ENGINE_REQUIRE_KERNEL=1 (CI) turns "cannot run" into a
  * failure; VFIO_ENGINE_SKIP_KERNEL=1 skips the VM on purpose (the reason is printed).
+ *
+ * A mocha runner that dies (a signal such as SIGABRT from a native abort, or an exit before its
+ * reporter finished) is reported as `<suites> CRASHED (<how>) after N passed, N failed; running:
+ * "<test>"` with the last lines of its output, and counted as one failure on top of the counts
+ * it had reached (test/reporter.cjs writes them as the run goes).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,48 +27,198 @@ import { IOMMU_VARIANTS, runKernelVariants, type IommuVariant, type Totals } fro
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const mocha = path.join(root, 'node_modules/mocha/bin/mocha.js');
+/** Lines of a crashed runner's output shown with its crash report. */
+const TAIL_LINES = 40;
 
-function runHost(ignoreKernel: boolean): Totals {
-  const totalsFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-')), 'totals.json');
-  const args = [mocha, ...(ignoreKernel ? ['--ignore', 'dist/test/kernel/**'] : [])];
-  spawnSync(process.execPath, args, {
+/** What test/reporter.cjs writes to VFIO_ENGINE_TOTALS: the counts so far, the test running, whether it ended. */
+export interface Progress extends Totals {
+  running: string | null;
+  finished: boolean;
+}
+
+/** A mocha runner that died before its run finished (or was killed by a signal after it). */
+export interface Crash {
+  /** 'SIGABRT', or 'exit code N'. */
+  readonly how: string;
+  /** The counts the reporter had written before it died (zeros if none). */
+  readonly seen: Totals;
+  /** The full title of the test or hook in progress, if one was. */
+  readonly running: string | null;
+  /** Whether the reporter had finished (a signal during the process's teardown). */
+  readonly finished: boolean;
+  /** The last lines of its output (stdout and stderr, in arrival order). */
+  readonly tail: readonly string[];
+}
+
+/** One mocha run as the driver counts it: a crash adds one failure to the counts seen before it. */
+export interface MochaRun {
+  readonly totals: Totals;
+  readonly crash?: Crash;
+}
+
+/** Where runMocha sends the runner's output and its own report (the terminal by default; tests capture it). */
+export interface RunOutput {
+  readonly stdout: (chunk: string) => void;
+  readonly stderr: (chunk: string) => void;
+}
+
+const terminal: RunOutput = {
+  stdout: (c) => process.stdout.write(c),
+  stderr: (c) => process.stderr.write(c),
+};
+
+/**
+ * Runs mocha (`args` after its script) in a child node with VFIO_ENGINE_TOTALS set, streaming
+ * its output while keeping the last lines. A runner that did not finish, or died of a signal,
+ * is a crash: reported (formatCrash) under `label`, counted as one failure on top of the counts
+ * its reporter had written, never mistaken for "0 passed, 1 failed".
+ */
+export async function runMocha(
+  label: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+  out: RunOutput = terminal,
+): Promise<MochaRun> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-'));
+  const totalsFile = path.join(dir, 'totals.json');
+  // Piped output is not a TTY: keep mocha's colours when ours is one.
+  const color = process.stdout.isTTY ? ['--color'] : [];
+  const child = spawn(process.execPath, [mocha, ...color, ...args], {
     cwd: root,
-    stdio: 'inherit',
-    env: { ...process.env, VFIO_ENGINE_TOTALS: totalsFile },
+    stdio: ['inherit', 'pipe', 'pipe'],
+    env: { ...process.env, ...env, VFIO_ENGINE_TOTALS: totalsFile },
   });
-  if (!fs.existsSync(totalsFile)) return { passed: 0, failed: 1, skipped: 0 }; // mocha died before reporting
-  return JSON.parse(fs.readFileSync(totalsFile, 'utf8')) as Totals;
+  const tail = new TailLines(TAIL_LINES);
+  const pipe = (stream: NodeJS.ReadableStream, write: (c: string) => void) => {
+    const lines = tail.stream();
+    stream.setEncoding('utf8');
+    stream.on('data', (c: string) => {
+      write(c);
+      lines.push(c);
+    });
+    return new Promise<void>((resolve) =>
+      stream.once('end', () => {
+        lines.end();
+        resolve();
+      }),
+    );
+  };
+  const [exit] = await Promise.all([
+    new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('close', (code, signal) => resolve({ code, signal })),
+    ),
+    pipe(child.stdout!, out.stdout),
+    pipe(child.stderr!, out.stderr),
+  ]);
+  const progress = readProgress(totalsFile);
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (progress?.finished && !exit.signal) {
+    return { totals: { passed: progress.passed, failed: progress.failed, skipped: progress.skipped } };
+  }
+  const seen = progress
+    ? { passed: progress.passed, failed: progress.failed, skipped: progress.skipped }
+    : { passed: 0, failed: 0, skipped: 0 };
+  const crash: Crash = {
+    how: exit.signal ?? `exit code ${exit.code}`,
+    seen,
+    running: progress?.running ?? null,
+    finished: progress?.finished ?? false,
+    tail: tail.lines(),
+  };
+  out.stdout(`\n${formatCrash(label, crash)}\n`);
+  return { totals: { ...seen, failed: seen.failed + 1 }, crash };
+}
+
+/**
+ * The report of a crashed runner: `<label> CRASHED (<how>) after N passed, N failed; running:
+ * "<title>"`, then the last lines of its output.
+ */
+export function formatCrash(label: string, c: Crash): string {
+  const where = c.running
+    ? `; running: ${JSON.stringify(c.running)}`
+    : c.finished
+      ? '; after its run had finished'
+      : '; between tests';
+  const head = `${label} CRASHED (${c.how}) after ${fmt(c.seen)}${where}`;
+  if (!c.tail.length) return `${head}\n(no output)`;
+  return [`${head}; its last ${c.tail.length} lines of output:`, ...c.tail.map((l) => `  | ${l}`)].join('\n');
+}
+
+// The reporter's file, or null when it never wrote one (or left it unreadable).
+function readProgress(file: string): Progress | null {
+  try {
+    const p = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<Progress>;
+    if (typeof p.passed !== 'number') return null;
+    return {
+      passed: p.passed,
+      failed: p.failed ?? 0,
+      skipped: p.skipped ?? 0,
+      running: p.running ?? null,
+      // vm/run.ts writes final totals without the flag: a file without it is a finished run.
+      finished: p.finished ?? true,
+    };
+  } catch {
+    return null;
+  }
+}
+
+// The last `max` complete lines over several streams (a partial line waits for its stream's next chunk).
+class TailLines {
+  private readonly kept: string[] = [];
+  constructor(private readonly max: number) {}
+
+  stream(): { push(chunk: string): void; end(): void } {
+    let partial = '';
+    return {
+      push: (chunk) => {
+        const parts = (partial + chunk).split('\n');
+        partial = parts.pop()!;
+        for (const l of parts) this.add(l);
+      },
+      end: () => {
+        if (partial) this.add(partial);
+        partial = '';
+      },
+    };
+  }
+
+  lines(): string[] {
+    return [...this.kept];
+  }
+
+  private add(line: string): void {
+    this.kept.push(line.replace(/\r$/, ''));
+    if (this.kept.length > this.max) this.kept.shift();
+  }
+}
+
+async function runHost(ignoreKernel: boolean): Promise<Totals> {
+  const args = ignoreKernel ? ['--ignore', 'dist/test/kernel/**'] : [];
+  return (await runMocha('host suites', args)).totals;
 }
 
 // The kernel suites again, unchanged, on the simulated kernel of one variant: it must answer as that VM does.
-function runSim(iommu: IommuVariant): Totals {
-  const totalsFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-')), 'totals.json');
-  spawnSync(
-    process.execPath,
-    [mocha, '--config', 'test/mocharc.kernel.json', 'dist/test/kernel/**/*.spec.js'],
-    {
-      cwd: root,
-      stdio: 'inherit',
-      env: {
-        ...process.env,
-        VFIO_ENGINE_TOTALS: totalsFile,
-        VFIO_ENGINE_PORT: 'sim',
-        VFIO_ENGINE_SIM_IOMMU: iommu,
-      },
-    },
+async function runSim(iommu: IommuVariant): Promise<Totals> {
+  const run = await runMocha(
+    `kernel suites on the simulated kernel (${iommu})`,
+    ['--config', 'test/mocharc.kernel.json', 'dist/test/kernel/**/*.spec.js'],
+    { VFIO_ENGINE_PORT: 'sim', VFIO_ENGINE_SIM_IOMMU: iommu },
   );
-  if (!fs.existsSync(totalsFile)) return { passed: 0, failed: 1, skipped: 0 };
-  return JSON.parse(fs.readFileSync(totalsFile, 'utf8')) as Totals;
+  return run.totals;
 }
 
 /** Runs the kernel suites on the simulated kernel of each of `variants`; the totals per variant. */
-function runSims(variants: readonly IommuVariant[]): { iommu: IommuVariant; totals: Totals }[] {
-  return variants.map((iommu) => {
+async function runSims(
+  variants: readonly IommuVariant[],
+): Promise<{ iommu: IommuVariant; totals: Totals }[]> {
+  const runs: { iommu: IommuVariant; totals: Totals }[] = [];
+  for (const iommu of variants) {
     console.log(
       `\n== kernel suites on the simulated kernel, ${iommu} variant (VFIO_ENGINE_SIM_IOMMU=${iommu})`,
     );
-    return { iommu, totals: runSim(iommu) };
-  });
+    runs.push({ iommu, totals: await runSim(iommu) });
+  }
+  return runs;
 }
 
 function add(a: Totals, b: Totals): Totals {
@@ -74,7 +229,7 @@ const perVariant = (runs: { iommu: IommuVariant; totals: Totals }[]) =>
   runs.map((r) => `${r.iommu} ${fmt(r.totals)}`).join('; ');
 
 // --sim: the simulated-kernel runs alone (both variants, or the one VFIO_ENGINE_SIM_IOMMU names).
-function mainSim(): number {
+async function mainSim(): Promise<number> {
   const only = process.env.VFIO_ENGINE_SIM_IOMMU;
   if (only !== undefined && !IOMMU_VARIANTS.includes(only as IommuVariant)) {
     console.error(
@@ -82,7 +237,7 @@ function mainSim(): number {
     );
     return 2;
   }
-  const runs = runSims(only ? [only as IommuVariant] : IOMMU_VARIANTS);
+  const runs = await runSims(only ? [only as IommuVariant] : IOMMU_VARIANTS);
   const t = runs.reduce((sum, r) => add(sum, r.totals), { passed: 0, failed: 0, skipped: 0 });
   console.log(`\nsimulated kernel: ${perVariant(runs)}`);
   console.log(fmt(t));
@@ -97,8 +252,8 @@ async function main(): Promise<number> {
   const vmPossible = !skipReason && (await canRunVm());
 
   console.log(`\n== host suites${vmPossible ? ' (the kernel suites run next, in the test VM)' : ''}`);
-  const hostOnly = runHost(vmPossible === true);
-  const sims = runSims(IOMMU_VARIANTS); // npm run test:sim
+  const hostOnly = await runHost(vmPossible === true);
+  const sims = await runSims(IOMMU_VARIANTS); // npm run test:sim
   const host = sims.reduce((sum, r) => add(sum, r.totals), hostOnly);
   let guest: Totals = { passed: 0, failed: 0, skipped: 0 };
   let vmFailed = false;
@@ -164,4 +319,7 @@ async function canRunVm(): Promise<true | string> {
   return true;
 }
 
-process.exitCode = process.argv.includes('--sim') ? mainSim() : await main();
+// Run as the driver (node dist/test/run.js); imported (the driver's own tests), only the helpers.
+const invoked = process.argv[1] ? fs.realpathSync(process.argv[1]) : '';
+if (invoked === fileURLToPath(import.meta.url))
+  process.exitCode = process.argv.includes('--sim') ? await mainSim() : await main();

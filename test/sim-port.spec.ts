@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { Piscina } from 'piscina';
 import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
 import { SyscallError } from '../src/port/errors.js';
+import { StartupTracker } from '../src/port/native-guard.js';
 import { MAP, MFD, O, PROT, RLIMIT } from '../src/port/port.js';
 import { IOMMU_IOAS_ALLOC, iommu_ioas_alloc } from '../src/uapi/index.js';
 
@@ -63,11 +64,14 @@ describe('SimPort: the channel to the simulated kernel thread', function () {
   });
 
   it('is one kernel for every thread: piscina workers call it synchronously', async function () {
-    const pool = new Piscina({
+    // destroy() would abort the process if it terminated a worker still loading (its module, or
+    // koffi in fill()): it waits until every worker has marked itself started and fill() returned.
+    const startup = new StartupTracker(() => pool.threads);
+    const pool: Piscina = new Piscina({
       filename: new URL('./fixtures/sim-worker.js', import.meta.url).href,
       minThreads: 2,
       maxThreads: 2,
-      workerData: { shared: sim.shared },
+      workerData: { shared: sim.shared, startup: startup.shared },
     });
     try {
       const fd = port.memfdCreate('shared', MFD.CLOEXEC);
@@ -80,7 +84,9 @@ describe('SimPort: the channel to the simulated kernel thread', function () {
       expect(back[64]).to.equal(0);
       port.close(fd);
     } finally {
+      expect(await startup.settled()).to.equal(true);
       await pool.destroy();
+      startup.dispose();
     }
   });
 

@@ -273,7 +273,11 @@ export function slotsInUse(shared: ChannelShared): number {
   return n;
 }
 
-/** Asks the kernel thread to stop serving. */
+/**
+ * Asks the kernel thread to stop serving: wakes serve(), which returns, and the thread then
+ * ends by itself (SimPort's stop() waits for that rather than terminating it). Callers blocked
+ * in a call, and later calls, get ENODEV.
+ */
 export function stopChannel(shared: ChannelShared): void {
   const ctrl = new Int32Array(shared.sab, 0, CTRL_BYTES / 4);
   Atomics.store(ctrl, 1, 1);

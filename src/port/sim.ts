@@ -15,10 +15,12 @@ import {
   type ChannelShared,
 } from '../kernel/channel.js';
 import type { SimKernel, SysCall, SysResult, VfsCall } from '../kernel/kernel.js';
+import type { KernelThreadData } from '../kernel/thread.js';
 import { defaultTopology, type Topology } from '../kernel/topology.js';
 import type { Ioctl } from '../uapi/layout.js';
 import { SyscallError, requestFields, type ErrorFields } from './errors.js';
 import { LinuxPort } from './linux.js';
+import { endThread, StartupTracker } from './native-guard.js';
 import type { IoctlArg, Rlimit, SyscallPort } from './port.js';
 
 type Call = (c: SysCall) => SysResult;
@@ -29,37 +31,32 @@ export interface SimKernelHandle {
   port(): SimPort;
   /** Pass this to worker threads (workerData); they call SimPort.attach(shared). */
   readonly shared: ChannelShared;
-  /** Stops the kernel thread (every simulated fd is gone with it). */
+  /** Stops the kernel thread and waits for it to end (every simulated fd is gone with it). */
   stop(): Promise<void>;
 }
 
 /** The syscall port on the simulated kernel. */
 export class SimPort implements SyscallPort {
   readonly kind = 'sim' as const;
-  private readonly local = new LinuxPort(); // for memory(): mappings are real and process-wide
+  // For memory(): mappings are real and process-wide. Made on first use, because a LinuxPort
+  // loads koffi in this thread, and threads that only make calls (DMA workers) never need it.
+  private local: LinuxPort | undefined;
   private readonly intArg = new Uint8Array(4);
 
   private constructor(private readonly call: Call) {}
 
   /** Starts a simulated kernel in its own thread. */
   static async start(topology: Topology = defaultTopology()): Promise<SimKernelHandle> {
-    const shared = createChannel();
-    const worker = new Worker(new URL('../kernel/thread.js', import.meta.url), {
-      workerData: { shared, topology },
-    });
+    const k = spawnKernel(topology);
     await new Promise<void>((resolve, reject) => {
-      worker.once('message', () => resolve());
-      worker.once('error', reject);
+      k.worker.once('message', () => resolve());
+      k.worker.once('error', reject);
+      k.worker.once('exit', (code) =>
+        reject(new Error(`the simulated kernel thread exited with code ${code} before it was ready`)),
+      );
     });
-    worker.unref(); // a forgotten stop() must not keep the process alive
-    return {
-      shared,
-      port: () => SimPort.attach(shared),
-      stop: async () => {
-        stopChannel(shared);
-        await worker.terminate();
-      },
-    };
+    k.worker.unref(); // a forgotten stop() must not keep the process alive
+    return kernelHandle(k);
   }
 
   /**
@@ -67,27 +64,20 @@ export class SimPort implements SyscallPort {
    * await (a lazily made port). Startup errors surface as a timeout with the worker's error.
    */
   static startSync(topology: Topology = defaultTopology(), timeoutMs = 30_000): SimKernelHandle {
-    const shared = createChannel();
-    const worker = new Worker(new URL('../kernel/thread.js', import.meta.url), {
-      workerData: { shared, topology },
-    });
+    const k = spawnKernel(topology);
     let failure: unknown;
-    worker.once('error', (e) => (failure = e));
-    if (!waitReady(shared, timeoutMs)) {
-      void worker.terminate();
+    k.worker.once('error', (e) => (failure = e));
+    k.worker.unref();
+    if (!waitReady(k.shared, timeoutMs)) {
+      // The thread may be loading koffi right now: never terminate it here. Told to stop, it
+      // ends by itself once it gets to its serve loop (endThread terminates it only if not).
+      stopChannel(k.shared);
+      void endThread(k.worker, k.startup);
       throw new Error(
         `the simulated kernel thread did not start within ${timeoutMs} ms${failure ? `: ${String(failure)}` : ''}`,
       );
     }
-    worker.unref();
-    return {
-      shared,
-      port: () => SimPort.attach(shared),
-      stop: async () => {
-        stopChannel(shared);
-        await worker.terminate();
-      },
-    };
+    return kernelHandle(k);
   }
 
   /** A port in this thread onto a kernel thread started elsewhere (piscina workers). */
@@ -203,7 +193,7 @@ export class SimPort implements SyscallPort {
   }
 
   memory(addr: bigint, length: number): Uint8Array {
-    return this.local.memory(addr, length);
+    return (this.local ??= new LinuxPort()).memory(addr, length);
   }
 
   private vfs(call: VfsCall, path: string, op: string): string {
@@ -228,4 +218,35 @@ export class SimPort implements SyscallPort {
   exists(path: string): boolean {
     return this.vfs('exists', path, 'stat') === '1';
   }
+}
+
+// A kernel thread being started: its channel, its Worker and the record of its startup (it loads koffi).
+interface KernelThread {
+  readonly shared: ChannelShared;
+  readonly worker: Worker;
+  readonly startup: StartupTracker;
+}
+
+function spawnKernel(topology: Topology): KernelThread {
+  const shared = createChannel();
+  const threads: Worker[] = [];
+  const startup = new StartupTracker(() => threads);
+  const worker = new Worker(new URL('../kernel/thread.js', import.meta.url), {
+    workerData: { shared, topology, startup: startup.shared } satisfies KernelThreadData,
+  });
+  threads.push(worker);
+  return { shared, worker, startup };
+}
+
+function kernelHandle({ shared, worker, startup }: KernelThread): SimKernelHandle {
+  return {
+    shared,
+    port: () => SimPort.attach(shared),
+    // The serve loop ends on the stop flag and the thread exits by itself; terminate() is only
+    // the last resort (endThread), since terminating a thread that loads koffi aborts the process.
+    stop: async () => {
+      stopChannel(shared);
+      await endThread(worker, startup);
+    },
+  };
 }

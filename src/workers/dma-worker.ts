@@ -2,10 +2,14 @@
  * The piscina worker of the data plane: runs batches of DMA ops on fds the main thread
  * opened (workers never open or close them). The port is made once per thread from
  * workerData: the simulated kernel's channel when `port` is 'sim', else the real kernel.
+ * Only the real kernel's port loads koffi (sim workers never do), and it does so here, at
+ * startup, not in the middle of a batch. The pool terminates a worker only once it has marked
+ * itself started (see native-guard.ts: a thread terminated mid-load aborts the process).
  */
 import { workerData } from 'piscina';
 import type { DmaTarget } from '../backends/dma.js';
 import { LinuxPort } from '../port/linux.js';
+import { threadStarted } from '../port/native-guard.js';
 import type { SyscallPort } from '../port/port.js';
 import { SimPort } from '../port/sim.js';
 import type { ChannelShared } from '../kernel/channel.js';
@@ -16,8 +20,8 @@ export interface DmaWorkerData {
   readonly port: 'linux' | 'sim';
   /** The simulated kernel's channel, when `port` is 'sim'. */
   readonly shared?: ChannelShared;
-  /** An Int32 counter each worker bumps once its port (and koffi) is loaded. */
-  readonly loaded: SharedArrayBuffer;
+  /** The pool's StartupTracker: this thread marks itself started there once loaded. */
+  readonly startup: SharedArrayBuffer;
 }
 
 /** One task: a batch (shared memory), its journal and the target. */
@@ -32,12 +36,8 @@ export interface RunBatchTask {
 
 const data = workerData as DmaWorkerData;
 const port: SyscallPort = data.port === 'sim' ? SimPort.attach(data.shared!) : new LinuxPort();
-// Tell the pool this thread is past loading koffi's native module: terminating a thread in the
-// middle of that load aborts the whole process (napi_throw in the addon's init), so the pool
-// never closes before every worker it created has counted itself here.
-const loaded = new Int32Array(data.loaded);
-Atomics.add(loaded, 0, 1);
-Atomics.notify(loaded, 0);
+// Loaded (this module body runs after its graph is instantiated, where require(esm) can abort).
+threadStarted(data.startup);
 
 /** Executes one batch; results are in the journal (the return value is just the op count). */
 export function runBatch(task: RunBatchTask): number {

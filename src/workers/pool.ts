@@ -10,6 +10,7 @@ import { Piscina } from 'piscina';
 import type { DmaTarget } from '../backends/dma.js';
 import type { IntervalMap } from '../common/interval-map.js';
 import { releaseThreadSlots, type ChannelShared } from '../kernel/channel.js';
+import { StartupTracker } from '../port/native-guard.js';
 import type { SyscallPort } from '../port/port.js';
 import { applyOp, packLanes, type Plan, type PlannedOp } from '../memory/planner.js';
 import type { DmaMapping } from '../memory/sections.js';
@@ -62,9 +63,13 @@ export class DmaPool {
   private readonly port: SyscallPort;
   private readonly inlineThreshold: number;
   private closed = false;
-  // Workers destroyed, and workers that finished loading (see dma-worker.ts).
-  private destroyed = 0;
-  private readonly loaded = new Int32Array(new SharedArrayBuffer(4));
+  // Which workers have finished loading (their module, koffi for the linux port): close() lets
+  // piscina terminate them only then, since a thread terminated mid-load aborts the process
+  // (native-guard.ts). Crash replacements are covered: the live threads are read at each check.
+  private readonly startup: StartupTracker;
+  // Batches running on workers: close() waits for them first.
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly onError: (err: unknown) => void;
   /** Pool-level errors seen when no onError was given. */
   readonly errors: unknown[] = [];
   /** Number of worker threads (maxThreads). */
@@ -75,10 +80,11 @@ export class DmaPool {
     this.inlineThreshold = opts.inlineThreshold ?? 8;
     this.threads = opts.maxThreads ?? 2;
     const ext = extname(fileURLToPath(import.meta.url)); // '.ts' under tsx, '.js' built
-    const loaded = this.loaded.buffer as SharedArrayBuffer;
+    this.startup = new StartupTracker(() => this.pool.threads);
+    const startup = this.startup.shared;
     const workerData: DmaWorkerData = opts.sim
-      ? { port: 'sim', shared: opts.sim, loaded }
-      : { port: 'linux', loaded };
+      ? { port: 'sim', shared: opts.sim, startup }
+      : { port: 'linux', startup };
     this.pool = new Piscina({
       filename: new URL(`./dma-worker${ext}`, import.meta.url).href,
       minThreads: Math.min(opts.minThreads ?? 1, this.threads),
@@ -87,8 +93,8 @@ export class DmaPool {
       workerData,
     });
     // Without a listener a worker load failure would crash the process.
-    this.pool.on('error', opts.onError ?? ((e: unknown) => this.errors.push(e)));
-    this.pool.on('workerDestroy', () => this.destroyed++);
+    this.onError = opts.onError ?? ((e: unknown) => this.errors.push(e));
+    this.pool.on('error', this.onError);
     if (opts.sim) this.releaseSlotsOnExit(opts.sim);
   }
 
@@ -138,10 +144,14 @@ export class DmaPool {
           journal: journal.sab,
           crash: opts.crash,
         };
+        const running = this.pool.run(task, { name: 'runBatch' });
+        this.inflight.add(running);
         try {
-          await this.pool.run(task, { name: 'runBatch' });
+          await running;
         } catch (e) {
           crash = e;
+        } finally {
+          this.inflight.delete(running);
         }
       }
     } finally {
@@ -171,22 +181,27 @@ export class DmaPool {
     return { results, crashes };
   }
 
-  /** Waits for running batches, then stops the workers; later runs are refused. */
+  /**
+   * Waits for running batches, then stops the workers; later runs are refused. Workers are
+   * terminated only once every live one has finished loading (crash replacements included). A
+   * worker still loading after 10 s leaves them alive (unref'd, reported through onError) until
+   * it has loaded: terminating it would abort the process.
+   */
   async close(): Promise<void> {
     this.closed = true;
-    await this.workersLoaded(10_000);
-    await this.pool.close();
+    await Promise.allSettled([...this.inflight]);
+    // piscina's close() stops replacing workers at once (synchronously), so none can start unseen
+    // between the check and it.
+    if (await this.startup.settled(10_000)) return this.stopWorkers();
+    this.onError(
+      new Error('DmaPool.close: a worker is still loading after 10 s; the workers are stopped once it has'),
+    );
+    void this.startup.settled(Infinity, false).then(() => this.stopWorkers());
   }
 
-  // Resolves once every live worker has loaded its port (or after `timeoutMs`): workers that
-  // loaded, less those destroyed since (crashed ones), must cover the live ones.
-  private async workersLoaded(timeoutMs: number): Promise<void> {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const n = Atomics.load(this.loaded, 0);
-      if (n - this.destroyed >= this.pool.threads.length || Date.now() >= until) return;
-      await Atomics.waitAsync(this.loaded, 0, n, Math.max(1, until - Date.now())).value;
-    }
+  private async stopWorkers(): Promise<void> {
+    await this.pool.close();
+    this.startup.dispose();
   }
 }
 
