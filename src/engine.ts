@@ -8,6 +8,7 @@ import { VfioHost } from './backends/host.js';
 import { defaultTopology, type Topology } from './kernel/topology.js';
 import { LinuxPort } from './port/linux.js';
 import type { SyscallPort } from './port/port.js';
+import { NullPort } from './port/null.js';
 import { SimPort, type SimKernelHandle } from './port/sim.js';
 import { DmaPool } from './workers/pool.js';
 import { AddressSpace } from './actors/address-space.js';
@@ -16,9 +17,13 @@ import { fanOutInspector, type ActorInspector } from './actors/inspect.js';
 
 /** createEngine's options. */
 export interface EngineOptions {
-  /** 'sim' (default: a simulated kernel thread), 'linux' (this machine), or a port of your own (linux kind). */
-  readonly kernel?: 'sim' | 'linux' | SyscallPort;
-  /** The simulated host ('sim' only); default defaultTopology(). */
+  /**
+   * 'sim' (default: a simulated kernel thread), 'linux' (this machine), 'null' (the simulated
+   * kernel with its DMA ioctls answered at once, in every thread: the engine's own cost, for
+   * benchmarks; see NullPort), or a port of your own (linux kind).
+   */
+  readonly kernel?: 'sim' | 'null' | 'linux' | SyscallPort;
+  /** The simulated host ('sim' and 'null'); default defaultTopology(). */
   readonly topology?: Topology;
   /** DMA worker threads (default 2). */
   readonly workers?: number;
@@ -55,9 +60,9 @@ export async function createEngine(opts: EngineOptions = {}): Promise<Engine> {
   const kernel = opts.kernel ?? 'sim';
   let sim: SimKernelHandle | null = null;
   let port: SyscallPort;
-  if (kernel === 'sim') {
+  if (kernel === 'sim' || kernel === 'null') {
     sim = await SimPort.start(opts.topology ?? defaultTopology());
-    port = sim.port();
+    port = kernel === 'null' ? new NullPort(sim.port()) : sim.port();
   } else if (kernel === 'linux') port = new LinuxPort();
   else port = kernel;
   const threads = Math.max(1, opts.workers ?? 2);
@@ -65,6 +70,7 @@ export async function createEngine(opts: EngineOptions = {}): Promise<Engine> {
   const pool = new DmaPool({
     port,
     sim: sim?.shared,
+    nullDma: kernel === 'null',
     minThreads: threads,
     maxThreads: threads,
     onError: (e) => events.next({ type: 'warning', message: `DMA worker: ${String(e)}` }),

@@ -7,6 +7,7 @@
  *
  *   vfio-engine probe    what this host's kernel offers (iommufd, VFIO, groups, devices, memlock)
  *   vfio-engine run      a VM's life on the engine (scenarios/q35.json by default)
+ *   vfio-engine bench    the benchmark runner (src/bench/): workloads, baselines, targets, plots
  *   vfio-engine uapi     the ioctl numbers and struct sizes the engine speaks (Linux 6.12)
  */
 import fs from 'node:fs';
@@ -17,6 +18,7 @@ import { SimPort } from '../port/sim.js';
 import type { SyscallPort } from '../port/port.js';
 import { IOCTLS, STRUCTS } from '../uapi/index.js';
 import { defaultTopology, loadTopology, testVmTopology, type Topology } from '../kernel/topology.js';
+import { benchCommand } from './bench.js';
 import { probeHost } from './probe.js';
 import { runScenario } from './run.js';
 import { loadScenario, ScenarioError } from './scenario.js';
@@ -177,6 +179,15 @@ function program(exit: (code: number) => void): Command {
       "with each device's backend and why, its container, every container's table and each",
       "transaction's time. Exit code 1 when a step failed (the run goes on and shuts down).",
     ].join('\n'),
+  );
+
+  benchCommand(
+    verb(
+      program,
+      'bench',
+      'the benchmark runner: workloads on the null and simulated kernels, the engine beside its baselines; table, JSON and SVG plots',
+    ),
+    exit,
   );
 
   verb(

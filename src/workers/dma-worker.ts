@@ -1,7 +1,8 @@
 /**
  * The piscina worker of the data plane: runs batches of DMA ops on fds the main thread
  * opened (workers never open or close them). The port is made once per thread from
- * workerData: the simulated kernel's channel when `port` is 'sim', else the real kernel.
+ * workerData: the simulated kernel's channel ('sim'; 'null' with the DMA ioctls answered at
+ * once, for benchmarks), else the real kernel.
  * Only the real kernel's port loads koffi (sim workers never do), and it does so here, at
  * startup, not in the middle of a batch. The pool terminates a worker only once it has marked
  * itself started (see native-guard.ts: a thread terminated mid-load aborts the process).
@@ -11,14 +12,16 @@ import type { DmaTarget } from '../backends/dma.js';
 import { LinuxPort } from '../port/linux.js';
 import { threadStarted } from '../port/native-guard.js';
 import type { SyscallPort } from '../port/port.js';
+import { NullPort } from '../port/null.js';
 import { SimPort } from '../port/sim.js';
 import type { ChannelShared } from '../kernel/channel.js';
 import { executeBatch, Journal, type CrashHook } from './batch.js';
 
 /** What DmaPool passes as workerData. */
 export interface DmaWorkerData {
-  readonly port: 'linux' | 'sim';
-  /** The simulated kernel's channel, when `port` is 'sim'. */
+  /** 'null': the simulated kernel with the DMA ioctls answered at once (NullPort). */
+  readonly port: 'linux' | 'sim' | 'null';
+  /** The simulated kernel's channel, when `port` is 'sim' or 'null'. */
   readonly shared?: ChannelShared;
   /** The pool's StartupTracker: this thread marks itself started there once loaded. */
   readonly startup: SharedArrayBuffer;
@@ -35,7 +38,12 @@ export interface RunBatchTask {
 }
 
 const data = workerData as DmaWorkerData;
-const port: SyscallPort = data.port === 'sim' ? SimPort.attach(data.shared!) : new LinuxPort();
+const port: SyscallPort =
+  data.port === 'linux'
+    ? new LinuxPort()
+    : data.port === 'null'
+      ? new NullPort(SimPort.attach(data.shared!))
+      : SimPort.attach(data.shared!);
 // Loaded (this module body runs after its graph is instantiated, where require(esm) can abort).
 threadStarted(data.startup);
 

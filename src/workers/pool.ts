@@ -32,6 +32,8 @@ export interface DmaPoolOptions {
   readonly port: SyscallPort;
   /** When set, workers attach to this simulated kernel; otherwise they use the real one. */
   readonly sim?: ChannelShared;
+  /** With `sim`: the workers' DMA ioctls are answered at once (NullPort), as the main thread's are. */
+  readonly nullDma?: boolean;
   readonly minThreads?: number;
   readonly maxThreads?: number;
   /** Batches of at most this many ops run on the main thread (default 8; 0 = never). */
@@ -83,7 +85,7 @@ export class DmaPool {
     this.startup = new StartupTracker(() => this.pool.threads);
     const startup = this.startup.shared;
     const workerData: DmaWorkerData = opts.sim
-      ? { port: 'sim', shared: opts.sim, startup }
+      ? { port: opts.nullDma ? 'null' : 'sim', shared: opts.sim, startup }
       : { port: 'linux', startup };
     this.pool = new Piscina({
       filename: new URL(`./dma-worker${ext}`, import.meta.url).href,
