@@ -2,11 +2,18 @@
 // whole runKernelSuite against a fake QEMU that reads the initramfs vm/run.ts built and
 // answers with console markers, for mocha runs and for --command runs.
 import { expect } from 'chai';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { IOMMU_VARIANTS, parseArgs, runKernelSuite, type KernelSuiteOptions } from '../vm/run.js';
+import {
+  fragmentMismatches,
+  IOMMU_VARIANTS,
+  parseArgs,
+  runKernelSuite,
+  type KernelSuiteOptions,
+} from '../vm/run.js';
 import { DmaFaultLabels } from './kernel/dma-faults.js';
 
 describe('vm/run.ts parseArgs: the test VM command line', function () {
@@ -158,6 +165,19 @@ describe('vm/run.ts runKernelSuite against a fake QEMU: mocha runs and --command
     return { result, text };
   }
 
+  // As run(), with the kernel left to vm/run.ts's search.
+  async function runWith(opts: KernelSuiteOptions) {
+    let text = '';
+    const output = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        text += String(chunk);
+        done();
+      },
+    });
+    const result = await runKernelSuite({ timeoutSeconds: 15, ...opts, output });
+    return { result, text };
+  }
+
   it('a mocha run still reads the totals, with the spec globs on the kernel command line', async function () {
     const { result, text } = await run({ iommu: 'vtd', specs: ['dist/test/kernel/engine.spec.js'] });
     expect(text).to.include('fake-qemu specs: vfio_engine.spec=dist/test/kernel/engine.spec.js');
@@ -203,6 +223,42 @@ describe('vm/run.ts runKernelSuite against a fake QEMU: mocha runs and --command
     expect(result.error).to.match(/1 unexpected guest DMA fault\(s\), first: .*0xc0000/);
   });
 
+  it('boots the newest image vm/build-kernel.sh left in the cache, and skips one whose .config disagrees with vm/kernel.fragment', async function () {
+    const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-cache-'));
+    const saved = { xdg: process.env.XDG_CACHE_HOME, kernel: process.env.VFIO_ENGINE_KERNEL };
+    process.env.XDG_CACHE_HOME = cache;
+    delete process.env.VFIO_ENGINE_KERNEL;
+    try {
+      const dir = path.join(cache, 'vfio-engine');
+      fs.mkdirSync(dir);
+      const image = path.join(dir, 'bzImage-99.0.0-vfio'); // newer than any prebuilt one
+      fs.writeFileSync(image, 'a kernel');
+      const sum = createHash('sha256').update('a kernel').digest('hex');
+      fs.writeFileSync(`${image}.sha256`, `${sum}  bzImage-99.0.0-vfio\n`);
+      const fragment = fs.readFileSync(path.join(process.cwd(), 'vm/kernel.fragment'), 'utf8');
+      // As olddefconfig writes it: the "is not set" options may be left out altogether.
+      const config = fragment
+        .split('\n')
+        .filter((l) => l.startsWith('CONFIG_'))
+        .join('\n');
+      fs.writeFileSync(`${image}.config`, config);
+      let { text } = await runWith({ command: 'true', buildKernel: false });
+      expect(text).to.include(`booting ${image} (built here before,`);
+      fs.writeFileSync(
+        `${image}.config`,
+        config.replace('CONFIG_IOMMUFD_TEST=y', '# CONFIG_IOMMUFD_TEST is not set'),
+      );
+      ({ text } = await runWith({ command: 'true', buildKernel: false }));
+      expect(text).to.include(`ignoring ${image}: its .config disagrees with CONFIG_IOMMUFD_TEST=y`);
+      expect(text).to.not.include(`booting ${image}`);
+    } finally {
+      if (saved.xdg === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = saved.xdg;
+      if (saved.kernel !== undefined) process.env.VFIO_ENGINE_KERNEL = saved.kernel;
+      fs.rmSync(cache, { recursive: true, force: true });
+    }
+  });
+
   it('a guest that never reports fails the run', async function () {
     const { result } = await run({ command: 'hang-up' });
     expect(result.exitCode).to.equal(1);
@@ -246,6 +302,23 @@ describe('test/kernel/dma-faults.ts DmaFaultLabels: the guest console, line by l
     expect(l.unexpected).to.deep.equal([
       '[ 1.0] DMAR: DRHD: handling fault status reg 2',
       '[ 3.1] DMAR: [DMA Read NO_PASID] Request device [02:00.0] fault addr 0x1000',
+    ]);
+  });
+});
+
+describe('vm/run.ts fragmentMismatches: a saved .config against vm/kernel.fragment', function () {
+  it('a set option must be there as it is; an unset one only must not be set (olddefconfig may leave it out)', function () {
+    const fragment = [
+      '# comment',
+      'CONFIG_A=y',
+      'CONFIG_B="x"',
+      '# CONFIG_C is not set',
+      '# CONFIG_D is not set',
+    ].join('\n');
+    expect(fragmentMismatches('CONFIG_A=y\nCONFIG_B="x"\n# CONFIG_C is not set', fragment)).to.deep.equal([]);
+    expect(fragmentMismatches('CONFIG_A=m\nCONFIG_B="x"\nCONFIG_D=y', fragment)).to.deep.equal([
+      'CONFIG_A=y',
+      '# CONFIG_D is not set',
     ]);
   });
 });

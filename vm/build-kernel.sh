@@ -20,6 +20,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fragment=$here/kernel.fragment
+script=$here/$(basename "${BASH_SOURCE[0]}")
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/vfio-engine
 log=${VFIO_ENGINE_KBUILD_LOG:-$cache/build-kernel.log}
 tarball=${VFIO_ENGINE_LINUX_SOURCE:-/usr/src/linux-source-6.12.tar.xz}
@@ -31,7 +32,7 @@ for arg in "$@"; do
   case $arg in
     --force) force=1 ;;
     --config-only) config_only=1 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$script" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-kernel: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -58,7 +59,19 @@ if command -v flock >/dev/null; then
   exec 9>"$cache/build.lock"
   flock 9
 fi
-: > "$log"
+
+# Up to date: the image the stamp names was built from this fragment, script and tarball.
+stamp=$cache/build-kernel.stamp
+key_of() { echo "$(cat "$fragment" "$script" | sha256sum | cut -d' ' -f1)-$(stat -c '%s-%Y' "$tarball")"; }
+if [ $force -eq 0 ] && [ $config_only -eq 0 ] && [ -f "$stamp" ] && [ -f "$tarball" ]; then
+  read -r stamp_key stamp_image < "$stamp" || true
+  if [ "${stamp_key:-}" = "$(key_of)" ] && [ -f "${stamp_image:-}" ]; then
+    say "up to date"
+    say "kernel image: $stamp_image"
+    exit 0
+  fi
+fi
+: > "$log" # a new build (or --config-only): the log starts again; an up-to-date run keeps the last one
 
 # --- Build dependencies (Debian/Ubuntu) --------------------------------------
 need=()
@@ -83,16 +96,6 @@ fi
 
 mkdir -p "$builddir"
 
-key=$(cat "$fragment" "$0" | sha256sum | cut -d' ' -f1)-$(stat -c '%s-%Y' "$tarball")
-stamp=$cache/build-kernel.stamp
-if [ $force -eq 0 ] && [ $config_only -eq 0 ] && [ -f "$stamp" ]; then
-  read -r stamp_key stamp_image < "$stamp" || true
-  if [ "${stamp_key:-}" = "$key" ] && [ -f "${stamp_image:-}" ]; then
-    say "up to date"
-    say "kernel image: $stamp_image"
-    exit 0
-  fi
-fi
 
 # --- Source tree ------------------------------------------------------------
 src_key=$(stat -c '%n-%s-%Y' "$tarball")
@@ -162,5 +165,5 @@ cp arch/x86/boot/bzImage "$image.tmp"
 mv -f "$image.tmp" "$image"
 cp .config "$image.config"
 (cd "$cache" && sha256sum "$(basename "$image")" > "$image.sha256")
-echo "$key $image" > "$stamp"
+echo "$(key_of) $image" > "$stamp"
 say "kernel image: $image"

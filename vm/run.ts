@@ -657,22 +657,36 @@ function kernelImages(
     .filter((k) => checksumOk(k.path, log, optional) && (!fragment || builtFrom(k.path, fragment, log)));
 }
 
-// Whether the image's saved .config has every line of the fragment: a later fragment change
-// makes an image built here stale (vm/build-kernel.sh then builds a new one).
+// Whether the image's saved .config agrees with every line of the fragment: a later fragment
+// change makes an image built here stale (vm/build-kernel.sh then builds a new one).
 function builtFrom(image: string, fragment: string, log: (m: string) => void): boolean {
-  let config: Set<string>;
+  let config: string;
   try {
-    config = new Set(fs.readFileSync(`${image}.config`, 'utf8').split('\n'));
+    config = fs.readFileSync(`${image}.config`, 'utf8');
   } catch {
     return true; // no saved config beside it: nothing to compare
   }
-  const missing = fs
-    .readFileSync(fragment, 'utf8')
-    .split('\n')
-    .filter((l) => /^(CONFIG_\w+=.*|# CONFIG_\w+ is not set)$/.test(l) && !config.has(l));
+  const missing = fragmentMismatches(config, fs.readFileSync(fragment, 'utf8'));
   if (missing.length)
-    log(`ignoring ${image}: built without ${missing.join(', ')} (vm/kernel.fragment changed since)`);
+    log(
+      `ignoring ${image}: its .config disagrees with ${missing.join(', ')} (vm/kernel.fragment changed since)`,
+    );
   return missing.length === 0;
+}
+
+/**
+ * The fragment lines a kernel .config does not honour, as vm/build-kernel.sh checks them: a
+ * `CONFIG_X=v` line must be in the config as it is; a `# CONFIG_X is not set` line only needs
+ * no `CONFIG_X=` line (an option whose dependencies are off is left out altogether).
+ */
+export function fragmentMismatches(config: string, fragment: string): string[] {
+  const lines = new Set(config.split('\n'));
+  const set = new Set([...lines].map((l) => /^(CONFIG_\w+)=/.exec(l)?.[1]).filter(Boolean));
+  return fragment.split('\n').filter((l) => {
+    if (/^CONFIG_\w+=.*$/.test(l)) return !lines.has(l);
+    const off = /^# (CONFIG_\w+) is not set$/.exec(l);
+    return off ? set.has(off[1]) : false;
+  });
 }
 
 function compareVersions(a: string, b: string): number {
