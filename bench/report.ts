@@ -263,28 +263,3 @@ export function readBenchMarker(line: string): Sample | null {
   if (!ok) throw new Error(`not a benchmark sample: ${line.slice(at, at + 200)}`);
   return { ...s, shape: { count: s.shape!.count as number, size: BigInt(s.shape!.size as number) } };
 }
-
-/** One line of bench/memory.ts: bytes of heap per mapping that a case keeps. */
-export interface MemoryRow {
-  readonly name: string;
-  readonly what: string;
-  readonly bytes: number;
-}
-
-/** The memory table in markdown: bytes per mapping and its ratio to each of `bases` (lower is leaner). */
-export function formatMemoryTable(rows: readonly MemoryRow[], bases: readonly string[]): string[] {
-  const out = [
-    `| case | what | bytes per mapping | ${bases.map((b) => `÷ ${b}`).join(' | ')} |`,
-    `| --- | --- | ---: | ${bases.map(() => '---:').join(' | ')} |`,
-  ];
-  for (const r of rows) {
-    const ratios = bases.map((b) => {
-      const base = rows.find((x) => x.name === b);
-      return base && base.bytes > 0 ? (r.bytes / base.bytes).toFixed(2) : '-';
-    });
-    out.push(
-      `| ${r.name} | ${r.what} | ${Math.round(r.bytes).toLocaleString('en-US')} | ${ratios.join(' | ')} |`,
-    );
-  }
-  return out;
-}

@@ -10,7 +10,6 @@ import { FLOOR_IOCTLS, ROOT, buildFloor, floorCompileArgs } from '../bench/build
 import {
   KERNEL_BENCH_DEFAULTS,
   benchMarkerLine,
-  formatMemoryTable,
   formatShape,
   formatTable,
   median,
@@ -106,22 +105,6 @@ describe('bench/report.ts: shapes, medians, ratios, tables', function () {
       /not a benchmark sample/,
     );
     expect(() => readBenchMarker('@@VFIO_ENGINE_BENCH {"backe[  3.1] oops')).to.throw(SyntaxError);
-  });
-
-  it('formats the memory table: bytes per mapping and ratios to the baselines', function () {
-    const rows = [
-      { name: 'packed', what: '3 u64', bytes: 24 },
-      { name: 'objects', what: 'array', bytes: 112.4 },
-      { name: 'engine/1', what: 'engine', bytes: 562.2 },
-    ];
-    expect(formatMemoryTable(rows, ['objects', 'packed'])).to.deep.equal([
-      '| case | what | bytes per mapping | ÷ objects | ÷ packed |',
-      '| --- | --- | ---: | ---: | ---: |',
-      '| packed | 3 u64 | 24 | 0.21 | 1.00 |',
-      '| objects | array | 112 | 1.00 | 4.68 |',
-      '| engine/1 | engine | 562 | 5.00 | 23.43 |',
-    ]);
-    expect(formatMemoryTable(rows, ['qemu'])[2]).to.equal('| packed | 3 u64 | 24 | - |');
   });
 
   it("parses bench/kernel.ts's arguments; the floor always runs", function () {

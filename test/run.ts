@@ -81,8 +81,9 @@ export async function runMocha(
 ): Promise<MochaRun> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-'));
   const totalsFile = path.join(dir, 'totals.json');
-  // Piped output is not a TTY: keep mocha's colours when ours is one.
-  const color = process.stdout.isTTY ? ['--color'] : [];
+  // Piped output is not a TTY: keep mocha's colours when ours is one, and none otherwise (mocha
+  // would colour a log file when CI is set).
+  const color = process.stdout.isTTY ? ['--color'] : ['--no-color'];
   const child = spawn(process.execPath, [mocha, ...color, ...args], {
     cwd: root,
     stdio: ['inherit', 'pipe', 'pipe'],
