@@ -6,21 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { plotSpec, renderSvg, wantsLog, writePlots } from '../src/bench/plot.js';
 import { summarize } from '../src/bench/summary.js';
-import type { BenchSample } from '../src/bench/types.js';
-
-function sample(p: Partial<BenchSample> & Pick<BenchSample, 'value'>): BenchSample {
-  return {
-    workload: 'bulk',
-    kernel: 'sim',
-    case: '16,384 x 4 KiB',
-    mode: 'engine',
-    phase: 'add',
-    metric: 'ops/s',
-    n: 16_384,
-    round: 0,
-    ...p,
-  };
-}
+import { sample } from './bench-kit.js';
 
 const rows = summarize([
   sample({ value: 2_000_000 }),

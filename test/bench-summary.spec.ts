@@ -2,22 +2,9 @@
 // count per (workload, kernel, case, mode, phase, backend), and ratios to a baseline mode.
 import { expect } from 'chai';
 import { median, ratio, summarize } from '../src/bench/summary.js';
-import type { BenchSample } from '../src/bench/types.js';
+import { sample } from './bench-kit.js';
 
 /** A sample of the bulk workload; override what the test is about. */
-function sample(p: Partial<BenchSample> & Pick<BenchSample, 'value'>): BenchSample {
-  return {
-    workload: 'bulk',
-    kernel: 'sim',
-    case: '16,384 x 4 KiB',
-    mode: 'engine',
-    phase: 'add',
-    metric: 'ops/s',
-    n: 16_384,
-    round: 0,
-    ...p,
-  };
-}
 
 describe('bench summary: rounds into rows, ratios to a baseline', function () {
   it('takes the best round by metric: the most ops/s, the fewest ms and B/mapping', function () {

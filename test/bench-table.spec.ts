@@ -11,21 +11,8 @@ import {
   formatValue,
   formatTarget,
 } from '../src/bench/table.js';
-import type { BenchSample, TargetResult } from '../src/bench/types.js';
-
-function sample(p: Partial<BenchSample> & Pick<BenchSample, 'value'>): BenchSample {
-  return {
-    workload: 'bulk',
-    kernel: 'sim',
-    case: '16,384 x 4 KiB',
-    mode: 'engine',
-    phase: 'add',
-    metric: 'ops/s',
-    n: 16_384,
-    round: 0,
-    ...p,
-  };
-}
+import type { TargetResult } from '../src/bench/types.js';
+import { sample } from './bench-kit.js';
 
 const rows = summarize([
   sample({ value: 1_234_567.8 }),

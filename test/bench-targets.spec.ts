@@ -4,21 +4,9 @@ import { expect } from 'chai';
 import { summarize } from '../src/bench/summary.js';
 import { TARGETS, caseMatches, distance, evaluateTargets } from '../src/bench/targets.js';
 import type { BenchSample, TargetResult } from '../src/bench/types.js';
+import { sample } from './bench-kit.js';
 
 /** A sample of the bulk workload; override what the test is about. */
-function sample(p: Partial<BenchSample> & Pick<BenchSample, 'value'>): BenchSample {
-  return {
-    workload: 'bulk',
-    kernel: 'sim',
-    case: '16,384 x 4 KiB',
-    mode: 'engine',
-    phase: 'add',
-    metric: 'ops/s',
-    n: 16_384,
-    round: 0,
-    ...p,
-  };
-}
 
 const judge = (samples: BenchSample[]) => evaluateTargets(summarize(samples));
 const byId = (rs: TargetResult[], id: string) => rs.find((r) => r.id === id)!;
