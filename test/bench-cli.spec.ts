@@ -57,8 +57,12 @@ describe('vfio-engine bench (smoke: --scale 0.005, one round)', function () {
       'memory/null/engine',
     ])
       expect(seen, k).to.include(k);
-    for (const s of rec.samples)
-      expect(s.value, `${s.workload} ${s.case} ${s.mode} ${s.phase}`).to.be.above(0);
+    for (const s of rec.samples) {
+      const what = `${s.workload} ${s.case} ${s.mode} ${s.phase}`;
+      // Rates and times are positive; a heap difference at this scale is noise around its figure.
+      if (s.metric === 'B/mapping') expect(Number.isFinite(s.value), what).to.equal(true);
+      else expect(s.value, what).to.be.above(0);
+    }
     expect(rec.targets.map((t) => t.status)).to.include.members(['not measured']);
     for (const w of WORKLOADS) {
       const svg = fs.readFileSync(path.join(out, `${w.name}.svg`), 'utf8');
