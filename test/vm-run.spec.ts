@@ -203,7 +203,7 @@ describe('vm/run.ts runKernelSuite against a fake QEMU: mocha runs and --command
     expect(result.error).to.equal('the command exited 7 in the guest');
   });
 
-  it("labels guest DMA faults: inside a test's expectDmaFault window as expected, outside as UNEXPECTED, which fails the run", async function () {
+  it("labels guest DMA faults: inside a test's expectDmaFault window as expected, outside as UNEXPECTED, reported with the count (not failed: a fault can be logged late)", async function () {
     const { result, text } = await run({ command: 'true # dma-faults' });
     expect(text).to.include(
       'PTE Write access is not set   [expected DMA fault: a write to an unmapped IOVA]',
@@ -219,8 +219,10 @@ describe('vm/run.ts runKernelSuite against a fake QEMU: mocha runs and --command
       expected: 1,
       unexpected: ['[ 21.0] virtio_iommu virtio0: page fault from EP 256 at 0xc0000 [W]'],
     });
-    expect(result.exitCode).to.equal(1);
-    expect(result.error).to.match(/1 unexpected guest DMA fault\(s\), first: .*0xc0000/);
+    expect(text).to.include(
+      'vfio-engine:   UNEXPECTED DMA fault: [ 21.0] virtio_iommu virtio0: page fault from EP 256 at 0xc0000 [W]',
+    );
+    expect(result.exitCode, 'reported, not failed').to.equal(0);
   });
 
   it('boots the newest image vm/build-kernel.sh left in the cache, and skips one whose .config disagrees with vm/kernel.fragment', async function () {

@@ -10,6 +10,9 @@
  */
 import fs from 'node:fs';
 
+/** How long after the DMA the window stays open for the fault's log line. */
+const FAULT_LOG_GRACE_MS = 500;
+
 /** The kernel log marker: `@@VFIO_ENGINE_DMA_FAULT begin <why>` ... `@@VFIO_ENGINE_DMA_FAULT end`. */
 export const DMA_FAULT_MARKER = '@@VFIO_ENGINE_DMA_FAULT';
 
@@ -31,7 +34,12 @@ export async function expectDmaFault<T>(why: string, dma: () => Promise<T>): Pro
   try {
     return await dma();
   } finally {
-    if (guest) fs.writeFileSync('/dev/kmsg', `<3>${DMA_FAULT_MARKER} end\n`);
+    if (guest) {
+      // The device may finish before the IOMMU's fault interrupt is handled on the other vCPU
+      // (seen once under TCG): give the kernel time to log it inside the window.
+      await new Promise((resolve) => setTimeout(resolve, FAULT_LOG_GRACE_MS));
+      fs.writeFileSync('/dev/kmsg', `<3>${DMA_FAULT_MARKER} end\n`);
+    }
   }
 }
 
