@@ -16,6 +16,7 @@ import {
   writeRecord,
 } from '../src/bench/record.js';
 import type { BenchRecord } from '../src/bench/types.js';
+import { sample } from './bench-kit.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -28,20 +29,7 @@ function record(): BenchRecord {
     commit: null,
     machine: { ...machineInfo('6.12.118'), loadBefore: loadAverage(), loadAfter: [1, 2, 3] },
     options: { workloads: ['bulk'], kernels: ['sim'], workers: 2, rounds: 3, scale: 1 },
-    samples: [
-      {
-        workload: 'bulk',
-        kernel: 'sim',
-        case: '16,384 x 4 KiB',
-        mode: 'engine',
-        phase: 'add',
-        metric: 'ops/s',
-        value: 123_456.5,
-        n: 16_384,
-        round: 0,
-        backend: 'iommufd',
-      },
-    ],
+    samples: [sample({ value: 123_456.5, backend: 'iommufd' })],
     targets: [
       {
         id: 'sim.bulk.add',
