@@ -12,16 +12,10 @@ import { WORKLOADS, type Workload } from './workloads.js';
 import { evaluateTargets } from './targets.js';
 import { summarize } from './summary.js';
 import { gitCommit, loadAverage, machineInfo } from './record.js';
-import type { BenchKernel, BenchRecord, BenchSample } from './types.js';
+import type { BenchKernel, BenchRecord, BenchRunOptions, BenchSample } from './types.js';
 
-/** What the runner is asked to do. */
-export interface BenchOptions {
-  readonly workloads: readonly string[];
-  readonly kernels: readonly BenchKernel[];
-  readonly workers: number;
-  readonly rounds: number;
-  /** Multiplies every workload's counts (1: the documented sizes). */
-  readonly scale: number;
+/** What the runner is asked to do: the options the record keeps, and where it runs from. */
+export interface BenchOptions extends BenchRunOptions {
   /** The command line after `bench`, kept in the record. */
   readonly argv: readonly string[];
   /** The checkout, for the commit. */
@@ -97,7 +91,7 @@ export async function runBench(opts: BenchOptions, progress: BenchProgress): Pro
       workers: opts.workers,
       rounds: opts.rounds,
       scale: opts.scale,
-    },
+    } satisfies BenchRunOptions,
     samples,
     targets: evaluateTargets(rows),
   };

@@ -67,6 +67,16 @@ export interface TargetResult {
   readonly ratio: number | null;
 }
 
+/** What a run measured: the options of `vfio-engine bench` that shape its samples. */
+export interface BenchRunOptions {
+  readonly workloads: readonly string[];
+  readonly kernels: readonly BenchKernel[];
+  readonly workers: number;
+  readonly rounds: number;
+  /** Multiplies every workload's counts (1: the documented sizes). */
+  readonly scale: number;
+}
+
 /** One run of `vfio-engine bench`: written as one JSON file. */
 export interface BenchRecord {
   readonly schema: 'vfio-engine-bench/1';
@@ -78,13 +88,7 @@ export interface BenchRecord {
   /** `git rev-parse HEAD` of the checkout, or null outside one. */
   readonly commit: string | null;
   readonly machine: BenchMachine;
-  readonly options: {
-    readonly workloads: readonly string[];
-    readonly kernels: readonly BenchKernel[];
-    readonly workers: number;
-    readonly rounds: number;
-    readonly scale: number;
-  };
+  readonly options: BenchRunOptions;
   readonly samples: readonly BenchSample[];
   readonly targets: readonly TargetResult[];
 }
