@@ -50,6 +50,7 @@ export function floorCompileArgs(source: string, output: string, include: string
     '-Wextra',
     '-Werror',
     '-D__user=',
+    '-pthread',
     ...FLOOR_IOCTLS.map((io) => `-DPROJECT_${io.name}=0x${io.request.toString(16)}UL`),
     '-I',
     include,

@@ -1,28 +1,36 @@
 /*
- * The floor of bench/kernel.ts: the same DMA-mapping work as the engine, in C, one ioctl
- * per section with nothing around it. Runs inside the test VM (built on the host by
- * bench/build-floor.ts against the Linux 6.12 uapi headers the project's layouts are
- * checked against; every ioctl number is also checked against src/uapi at compile time).
+ * The C floor of `vfio-engine bench --kernel linux`: the same DMA-mapping work as the engine,
+ * in C, one ioctl per section with nothing around it, on one thread or on N. Runs inside the
+ * test VM (built on the host by bench/build-floor.ts against the Linux 6.12 uapi headers the
+ * project's layouts are checked against; every ioctl number is also checked against src/uapi
+ * at compile time).
  *
- *   floor --backend iommufd --device /dev/vfio/devices/vfioN --count N --size BYTES --iova BASE [--fd FD]
- *   floor --backend legacy  --device /dev/vfio/GROUP         --count N --size BYTES --iova BASE [--fd FD]
+ *   floor --backend iommufd|legacy --device PATH --ram BYTES --backing memfd|thp|hugetlb
+ *         [--fd FD] [--threads N]  < sections
+ *
+ * sections: one per line, "IOVA SIZE OFFSET [ro]" (decimal or 0x hex), OFFSET into guest RAM;
+ * "ro" maps the section read-only (a ROM), as the engine does.
+ * Guest RAM: memfd and hugetlb map FD (inherited from the caller, so the floor pins the very
+ * pages the engine pins) or a new memfd of BYTES, shared; thp is a new private anonymous
+ * mapping of BYTES with MADV_HUGEPAGE. Every page is written once before the clock starts
+ * (a pin for writing then finds every PTE present and writable).
  *
  * iommufd: open /dev/iommu, IOMMU_IOAS_ALLOC, bind the device's cdev and attach it to the
- * IOAS (so maps pin and fill a real IOMMU domain), then N x IOMMU_IOAS_MAP (FIXED_IOVA,
- * READABLE | WRITEABLE) and N x IOMMU_IOAS_UNMAP. legacy: container + group + VFIO_SET_IOMMU
- * TYPE1v2, then N x VFIO_IOMMU_MAP_DMA (READ | WRITE) and N x VFIO_IOMMU_UNMAP_DMA.
- * Section i is [BASE + i * BYTES, +BYTES) -> memfd offset i * BYTES. The memfd (FD, inherited
- * from the caller, or a new one) is mapped shared and pre-faulted for writing (one write per
- * page, as bench/kernel.ts does for its own mapping) before the clock starts. After the
- * unmaps, an unmap-all must find nothing left.
+ * IOAS (so maps pin and fill a real IOMMU domain), then every section IOMMU_IOAS_MAP
+ * (FIXED_IOVA, READABLE | WRITEABLE), then every section IOMMU_IOAS_UNMAP. legacy:
+ * container + group + VFIO_SET_IOMMU TYPE1v2, VFIO_IOMMU_MAP_DMA / VFIO_IOMMU_UNMAP_DMA.
+ * With N threads the sections are cut into N contiguous lanes, one per thread; the clock runs
+ * from the barrier that starts them to the one all of them reach. After the unmaps an
+ * unmap-all must find nothing left.
  *
- * Prints one JSON line: {"backend":...,"count":N,"size":BYTES,"mapNs":...,"unmapNs":...}.
+ * Prints one JSON line: {"backend":...,"threads":N,"count":N,"bytes":B,"mapNs":...,"unmapNs":...}.
  * Exits 1 on any failed call, naming it, its section and the errno; 2 on bad arguments.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +58,21 @@ SAME(VFIO_IOMMU_MAP_DMA);
 SAME(VFIO_IOMMU_UNMAP_DMA);
 #endif
 
+#define MAX_THREADS 64
+
+struct section {
+  uint64_t iova, size, offset;
+  int ro;
+};
+
+static struct section *sections;
+static uint64_t count;
+static uint8_t *va;
+static int iommufd_mode, iommufd = -1, container = -1;
+static uint32_t ioas;
+static unsigned threads = 1;
+static pthread_barrier_t barrier;
+
 static void die(const char *what, long section, uint64_t iova) {
   int e = errno;
   if (section >= 0)
@@ -67,7 +90,8 @@ static uint64_t now_ns(void) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: floor --backend iommufd|legacy --device PATH --count N --size BYTES --iova BASE [--fd FD]\n");
+  fprintf(stderr, "usage: floor --backend iommufd|legacy --device PATH --ram BYTES --backing memfd|thp|hugetlb "
+                  "[--fd FD] [--threads N] < sections (IOVA SIZE OFFSET per line)\n");
   exit(2);
 }
 
@@ -79,38 +103,115 @@ static uint64_t number(const char *s) {
   return v;
 }
 
+static void map_one(uint64_t i) {
+  const struct section *s = &sections[i];
+  if (iommufd_mode) {
+    struct iommu_ioas_map m = {.size = sizeof(m), .ioas_id = ioas};
+    m.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | (s->ro ? 0 : IOMMU_IOAS_MAP_WRITEABLE);
+    m.user_va = (uintptr_t)(va + s->offset);
+    m.length = s->size;
+    m.iova = s->iova;
+    if (ioctl(iommufd, IOMMU_IOAS_MAP, &m)) die("IOMMU_IOAS_MAP", (long)i, s->iova);
+  } else {
+    struct vfio_iommu_type1_dma_map m = {.argsz = sizeof(m)};
+    m.flags = VFIO_DMA_MAP_FLAG_READ | (s->ro ? 0 : VFIO_DMA_MAP_FLAG_WRITE);
+    m.vaddr = (uintptr_t)(va + s->offset);
+    m.size = s->size;
+    m.iova = s->iova;
+    if (ioctl(container, VFIO_IOMMU_MAP_DMA, &m)) die("VFIO_IOMMU_MAP_DMA", (long)i, s->iova);
+  }
+}
+
+static void unmap_one(uint64_t i) {
+  const struct section *s = &sections[i];
+  if (iommufd_mode) {
+    struct iommu_ioas_unmap u = {.size = sizeof(u), .ioas_id = ioas, .iova = s->iova, .length = s->size};
+    if (ioctl(iommufd, IOMMU_IOAS_UNMAP, &u)) die("IOMMU_IOAS_UNMAP", (long)i, s->iova);
+    if (u.length != s->size) {
+      errno = EIO;
+      die("IOMMU_IOAS_UNMAP unmapped a different length", (long)i, s->iova);
+    }
+  } else {
+    struct vfio_iommu_type1_dma_unmap u = {.argsz = sizeof(u), .iova = s->iova, .size = s->size};
+    if (ioctl(container, VFIO_IOMMU_UNMAP_DMA, &u)) die("VFIO_IOMMU_UNMAP_DMA", (long)i, s->iova);
+    if (u.size != s->size) {
+      errno = EIO;
+      die("VFIO_IOMMU_UNMAP_DMA unmapped a different size", (long)i, s->iova);
+    }
+  }
+}
+
+/* One lane: the maps at the first pair of barriers, the unmaps at the second. */
+static void *lane(void *arg) {
+  uintptr_t k = (uintptr_t)arg;
+  uint64_t from = count * k / threads, to = count * (k + 1) / threads;
+  pthread_barrier_wait(&barrier);
+  for (uint64_t i = from; i < to; i++) map_one(i);
+  pthread_barrier_wait(&barrier);
+  pthread_barrier_wait(&barrier);
+  for (uint64_t i = from; i < to; i++) unmap_one(i);
+  pthread_barrier_wait(&barrier);
+  return NULL;
+}
+
+static void read_sections(uint64_t ram) {
+  size_t cap = 1024;
+  sections = malloc(cap * sizeof(*sections));
+  char line[256];
+  while (fgets(line, sizeof(line), stdin)) {
+    char a[80], b[80], c[80], d[80];
+    if (line[0] == '\n') continue;
+    int n = sscanf(line, "%79s %79s %79s %79s", a, b, c, d);
+    if (n < 3 || (n == 4 && strcmp(d, "ro"))) usage();
+    struct section s = {number(a), number(b), number(c), n == 4};
+    if (!s.size || (s.iova | s.size | s.offset) & 4095 || s.offset + s.size > ram || s.offset + s.size < s.offset) {
+      fprintf(stderr, "floor: bad section %s", line);
+      exit(2);
+    }
+    if (count == cap) sections = realloc(sections, (cap *= 2) * sizeof(*sections));
+    if (!sections) die("realloc", -1, 0);
+    sections[count++] = s;
+  }
+  if (!count) usage();
+}
+
 int main(int argc, char **argv) {
-  const char *backend = NULL, *device = NULL;
-  uint64_t count = 0, size = 0, base = 0;
+  const char *backend = NULL, *device = NULL, *backing = "memfd";
+  uint64_t ram = 0;
   int memfd = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
     else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
-    else if (!strcmp(argv[i], "--count")) count = number(argv[i + 1]);
-    else if (!strcmp(argv[i], "--size")) size = number(argv[i + 1]);
-    else if (!strcmp(argv[i], "--iova")) base = number(argv[i + 1]);
+    else if (!strcmp(argv[i], "--ram")) ram = number(argv[i + 1]);
+    else if (!strcmp(argv[i], "--backing")) backing = argv[i + 1];
     else if (!strcmp(argv[i], "--fd")) memfd = (int)number(argv[i + 1]);
+    else if (!strcmp(argv[i], "--threads")) threads = (unsigned)number(argv[i + 1]);
     else usage();
   }
-  if (argc % 2 == 0 || !backend || !device || !count || !size || (size & 4095) || (base & 4095)) usage();
-  int iommufd_mode = !strcmp(backend, "iommufd");
+  if (argc % 2 == 0 || !backend || !device || !ram || (ram & 4095) || !threads || threads > MAX_THREADS) usage();
+  iommufd_mode = !strcmp(backend, "iommufd");
   if (!iommufd_mode && strcmp(backend, "legacy")) usage();
+  int thp = !strcmp(backing, "thp");
+  if (!thp && strcmp(backing, "memfd") && strcmp(backing, "hugetlb")) usage();
+  read_sections(ram);
 
-  /* Guest RAM: a shared memfd mapping, pre-faulted writable. */
-  uint64_t total = count * size;
-  if (memfd < 0) {
-    memfd = memfd_create("vfio-engine-floor", MFD_CLOEXEC);
-    if (memfd < 0) die("memfd_create", -1, 0);
-    if (ftruncate(memfd, (off_t)total)) die("ftruncate", -1, 0);
+  /* Guest RAM, pre-faulted writable. */
+  if (thp) {
+    va = mmap(NULL, ram, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (va == MAP_FAILED) die("mmap", -1, 0);
+    if (madvise(va, ram, MADV_HUGEPAGE)) die("madvise(MADV_HUGEPAGE)", -1, 0);
+  } else {
+    if (memfd < 0) {
+      memfd = memfd_create("vfio-engine-floor", MFD_CLOEXEC | (strcmp(backing, "hugetlb") ? 0 : MFD_HUGETLB));
+      if (memfd < 0) die("memfd_create", -1, 0);
+      if (ftruncate(memfd, (off_t)ram)) die("ftruncate", -1, 0);
+    }
+    va = mmap(NULL, ram, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (va == MAP_FAILED) die("mmap", -1, 0);
   }
-  uint8_t *va = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-  if (va == MAP_FAILED) die("mmap", -1, 0);
-  /* A write per page: a pin for writing then finds every PTE present and writable
-   * (MAP_POPULATE would fault a shared mapping in read-only). */
-  for (uint64_t off = 0; off < total; off += 4096) ((volatile uint8_t *)va)[off] = 0;
+  for (uint64_t off = 0; off < ram; off += 4096) ((volatile uint8_t *)va)[off] = 0;
 
-  int iommufd = -1, dev = -1, container = -1, group = -1;
-  uint32_t ioas = 0;
+  int dev = -1, group = -1;
   if (iommufd_mode) {
     iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
     if (iommufd < 0) die("open /dev/iommu", -1, 0);
@@ -138,51 +239,29 @@ int main(int argc, char **argv) {
     if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) die("VFIO_SET_IOMMU", -1, 0);
   }
 
-  uint64_t t0 = now_ns();
-  if (iommufd_mode) {
-    struct iommu_ioas_map m = {.size = sizeof(m), .ioas_id = ioas};
-    m.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
-    for (uint64_t i = 0; i < count; i++) {
-      m.user_va = (uintptr_t)(va + i * size);
-      m.length = size;
-      m.iova = base + i * size;
-      if (ioctl(iommufd, IOMMU_IOAS_MAP, &m)) die("IOMMU_IOAS_MAP", (long)i, m.iova);
-    }
+  uint64_t t0, t1, t2, t3;
+  if (threads == 1) {
+    t0 = now_ns();
+    for (uint64_t i = 0; i < count; i++) map_one(i);
+    t1 = now_ns();
+    t2 = now_ns();
+    for (uint64_t i = 0; i < count; i++) unmap_one(i);
+    t3 = now_ns();
   } else {
-    struct vfio_iommu_type1_dma_map m = {.argsz = sizeof(m)};
-    m.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
-    for (uint64_t i = 0; i < count; i++) {
-      m.vaddr = (uintptr_t)(va + i * size);
-      m.size = size;
-      m.iova = base + i * size;
-      if (ioctl(container, VFIO_IOMMU_MAP_DMA, &m)) die("VFIO_IOMMU_MAP_DMA", (long)i, m.iova);
-    }
+    pthread_t tid[MAX_THREADS];
+    if (pthread_barrier_init(&barrier, NULL, threads + 1)) die("pthread_barrier_init", -1, 0);
+    for (uintptr_t k = 0; k < threads; k++)
+      if ((errno = pthread_create(&tid[k], NULL, lane, (void *)k))) die("pthread_create", -1, 0);
+    pthread_barrier_wait(&barrier);
+    t0 = now_ns();
+    pthread_barrier_wait(&barrier);
+    t1 = now_ns();
+    pthread_barrier_wait(&barrier);
+    t2 = now_ns();
+    pthread_barrier_wait(&barrier);
+    t3 = now_ns();
+    for (unsigned k = 0; k < threads; k++) pthread_join(tid[k], NULL);
   }
-  uint64_t t1 = now_ns();
-  if (iommufd_mode) {
-    struct iommu_ioas_unmap u = {.size = sizeof(u), .ioas_id = ioas};
-    for (uint64_t i = 0; i < count; i++) {
-      u.iova = base + i * size;
-      u.length = size;
-      if (ioctl(iommufd, IOMMU_IOAS_UNMAP, &u)) die("IOMMU_IOAS_UNMAP", (long)i, u.iova);
-      if (u.length != size) {
-        errno = EIO;
-        die("IOMMU_IOAS_UNMAP unmapped a different length", (long)i, u.iova);
-      }
-    }
-  } else {
-    struct vfio_iommu_type1_dma_unmap u = {.argsz = sizeof(u)};
-    for (uint64_t i = 0; i < count; i++) {
-      u.iova = base + i * size;
-      u.size = size;
-      if (ioctl(container, VFIO_IOMMU_UNMAP_DMA, &u)) die("VFIO_IOMMU_UNMAP_DMA", (long)i, u.iova);
-      if (u.size != size) {
-        errno = EIO;
-        die("VFIO_IOMMU_UNMAP_DMA unmapped a different size", (long)i, u.iova);
-      }
-    }
-  }
-  uint64_t t2 = now_ns();
 
   /* Nothing may be left mapped. */
   if (iommufd_mode) {
@@ -205,8 +284,11 @@ int main(int argc, char **argv) {
     close(group);
     close(container);
   }
-  munmap(va, total);
-  printf("{\"backend\":\"%s\",\"count\":%" PRIu64 ",\"size\":%" PRIu64 ",\"mapNs\":%" PRIu64 ",\"unmapNs\":%" PRIu64 "}\n",
-         backend, count, size, t1 - t0, t2 - t1);
+  uint64_t bytes = 0;
+  for (uint64_t i = 0; i < count; i++) bytes += sections[i].size;
+  munmap(va, ram);
+  printf("{\"backend\":\"%s\",\"threads\":%u,\"count\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"mapNs\":%" PRIu64
+         ",\"unmapNs\":%" PRIu64 "}\n",
+         backend, threads, count, bytes, t1 - t0, t3 - t2);
   return 0;
 }

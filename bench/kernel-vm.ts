@@ -1,32 +1,77 @@
 /**
- * `npm run bench:kernel`: builds the C floor on the host (bench/build-floor.ts), boots the
- * test VM (vm/run.ts) with `node dist/bench/kernel.js` as its command, once per IOMMU
- * variant, reads the samples back from the console (@@VFIO_ENGINE_BENCH lines) and prints
- * one table over the VMs, with the host's load before and after.
+ * `npm run bench:kernel`: the benchmark runner on the real kernel. Builds the C floor on the
+ * host (bench/build-floor.ts), boots the test VM (vm/run.ts) with multi-threaded TCG so that
+ * two guest threads can issue ioctls at once, runs `vfio-engine bench --kernel linux` in it,
+ * takes the run's record back over the console (bench/vm-record.ts), adds the VM and the
+ * host to it, and prints the table and targets and writes the JSON record and the SVG plots
+ * on the host, as `vfio-engine bench` does.
  *
- *   node dist/bench/kernel-vm.js [--iommu vtd|virtio|both] [bench/kernel.ts args...]
- *   (default vtd; e.g. --iommu both --rounds 5 --shape 16384x4k)
+ *   node dist/bench/kernel-vm.js [--iommu vtd|virtio|both] [--tcg single|multi] [--memory 6G]
+ *                                [--out DIR] [workload...] [vfio-engine bench options]
  */
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
+import { writePlots } from '../src/bench/plot.js';
+import { loadAverage, machineInfo, writeRecord } from '../src/bench/record.js';
+import { summarize } from '../src/bench/summary.js';
+import { formatResults } from '../src/bench/table.js';
+import type { BenchRecord } from '../src/bench/types.js';
 import { IOMMU_VARIANTS, runKernelSuite, type IommuVariant } from '../vm/run.js';
 import { buildFloor } from './build-floor.js';
-import { formatTable, parseKernelBenchArgs, readBenchMarker, summarize, type Sample } from './report.js';
+import { RecordReader } from './vm-record.js';
 
-/** A stream that passes the console through and keeps the samples its lines carry. */
-function collector(samples: Sample[], errors: string[], accel: Set<string>): Writable {
+/** The options of this script; everything else goes to `vfio-engine bench` in the guest. */
+export interface KernelVmArgs {
+  readonly variants: readonly IommuVariant[];
+  readonly tcg: 'single' | 'multi';
+  readonly memory: string;
+  readonly out: string;
+  readonly bench: readonly string[];
+}
+
+/** Splits this script's options from the runner's; throws on a bad value. */
+export function parseKernelVmArgs(argv: readonly string[]): KernelVmArgs {
+  let variants: readonly IommuVariant[] = ['vtd'];
+  let tcg: 'single' | 'multi' = 'multi';
+  let memory = '6G';
+  let out = 'bench-results';
+  const bench: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const m = /^--(iommu|tcg|memory|out)(?:=(.*))?$/.exec(a);
+    if (!m) {
+      if (a === '--kernel' || a.startsWith('--kernel=') || a === '--json')
+        throw new Error(`${a}: the VM's run is always --kernel linux, and its record comes back to --out`);
+      if (!/^[\w@%+=:,./-]+$/.test(a)) throw new Error(`benchmark arguments must be plain words, not ${a}`);
+      bench.push(a);
+      continue;
+    }
+    const v = m[2] ?? argv[++i];
+    if (v === undefined) throw new Error(`--${m[1]} needs a value`);
+    if (m[1] === 'iommu') {
+      if (v === 'both') variants = IOMMU_VARIANTS;
+      else if ((IOMMU_VARIANTS as readonly string[]).includes(v)) variants = [v as IommuVariant];
+      else throw new Error(`--iommu takes ${IOMMU_VARIANTS.join(', ')} or both, not ${v}`);
+    } else if (m[1] === 'tcg') {
+      if (v !== 'single' && v !== 'multi') throw new Error(`--tcg takes single or multi, not ${v}`);
+      tcg = v;
+    } else if (m[1] === 'memory') {
+      if (!/^\d+[MG]$/.test(v)) throw new Error(`--memory takes QEMU's -m syntax (e.g. 6G), not ${v}`);
+      memory = v;
+    } else out = v;
+  }
+  return { variants, tcg, memory, out, bench };
+}
+
+/** A stream that passes the console through and feeds its lines to the reader. */
+function collector(reader: RecordReader, accel: { value: string }): Writable {
   let pending = '';
   const take = (line: string) => {
-    const boot = /^vfio-engine: booting .* with (KVM|TCG),/.exec(line);
-    if (boot) accel.add(boot[1]!);
-    try {
-      const s = readBenchMarker(line);
-      if (s) samples.push(s);
-    } catch (e) {
-      errors.push((e as Error).message);
-    }
+    const boot = /^vfio-engine: booting .* with (KVM|TCG \(([^)]*)\)),/.exec(line);
+    if (boot) accel.value = boot[2] ?? 'kvm';
+    reader.take(line);
   };
   return new Writable({
     write(chunk: Buffer | string, _enc, done) {
@@ -45,87 +90,94 @@ function collector(samples: Sample[], errors: string[], accel: Set<string>): Wri
   });
 }
 
-const load = () =>
-  os
-    .loadavg()
-    .map((x) => x.toFixed(2))
-    .join(', ');
-
-async function main(): Promise<number> {
-  const argv = process.argv.slice(2);
-  let variants: readonly IommuVariant[] = ['vtd'];
-  const i = argv.findIndex((a) => a === '--iommu' || a.startsWith('--iommu='));
-  if (i >= 0) {
-    const v = argv[i]!.includes('=') ? argv[i]!.slice(8) : argv[i + 1];
-    argv.splice(i, argv[i]!.includes('=') ? 1 : 2);
-    if (v === 'both') variants = IOMMU_VARIANTS;
-    else if ((IOMMU_VARIANTS as readonly string[]).includes(v ?? '')) variants = [v as IommuVariant];
-    else throw new Error(`--iommu takes ${IOMMU_VARIANTS.join(', ')} or both, not ${v}`);
-  }
-  const opts = parseKernelBenchArgs(argv); // refuse bad arguments before booting anything
-  if (argv.some((a) => !/^[\w@%+=:,./-]+$/.test(a)))
-    throw new Error('benchmark arguments must be plain words');
-  const floor = buildFloor();
-  console.log(`vfio-engine: built ${floor}`);
-
-  const samples: Sample[] = [];
-  const errors: string[] = [];
-  const accel = new Set<string>();
-  const loadBefore = load();
-  const started = Date.now();
-  let exitCode = 0;
-  for (const iommu of variants) {
-    const output = collector(samples, errors, accel);
-    const r = await runKernelSuite({
-      iommu,
-      command: ['node', 'dist/bench/kernel.js', ...argv].join(' '),
-      output,
-    });
-    await new Promise<void>((done) => output.end(done));
-    if (r.skippedReason) return 2;
-    if (r.exitCode !== 0) exitCode = r.exitCode;
-  }
-  const loadAfter = load();
-  if (errors.length) {
-    console.error(`vfio-engine: unreadable benchmark lines: ${errors.join('; ')}`);
-    exitCode ||= 1;
-  }
-  if (!samples.length) {
-    console.error('vfio-engine: no benchmark samples came back');
-    return exitCode || 1;
-  }
-  const cpu = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.arch();
-  let qemu = '';
+function qemuVersion(): string {
   try {
-    qemu = execFileSync(process.env.VFIO_ENGINE_QEMU || 'qemu-system-x86_64', ['--version'], {
+    return execFileSync(process.env.VFIO_ENGINE_QEMU || 'qemu-system-x86_64', ['--version'], {
       encoding: 'utf8',
     })
       .split('\n')[0]!
       .trim();
   } catch {
-    // reported as unknown
+    return 'unknown';
   }
-  console.log(
-    `\ndata plane on the real kernel in the test VM (${variants.join(', ')}; ${[...accel].join('/') || '?'}): fastest of ${opts.rounds} rounds; ` +
-      `ops/s; ratios to the floor (C) and to qemu (one ioctl per section from JS), higher is faster`,
-  );
-  console.log(
-    `host: ${cpu}, ${os.cpus().length} CPUs; ${qemu || 'QEMU version unknown'}; ` +
-      `load average ${loadBefore} before, ${loadAfter} after; ${((Date.now() - started) / 1000).toFixed(0)} s\n`,
-  );
-  const bases = opts.modes.includes('qemu') ? ['floor', 'qemu'] : ['floor'];
-  for (const line of formatTable(summarize(samples), bases)) console.log(line);
-  console.log(
-    `\nthe same, medians of the ${opts.rounds} rounds (the spread: how much other work on the machine moved them)\n`,
-  );
-  for (const line of formatTable(summarize(samples, 'median'), bases)) console.log(line);
+}
+
+async function main(): Promise<number> {
+  const args = parseKernelVmArgs(process.argv.slice(2));
+  const floor = buildFloor();
+  console.log(`vfio-engine: built ${floor}`);
+  const guestOut = '/tmp/vfio-engine-bench';
+  const command = [
+    ['node', 'dist/src/cli/main.js', 'bench', '--kernel', 'linux', '--out', guestOut, ...args.bench].join(
+      ' ',
+    ),
+    `node dist/bench/vm-record.js ${guestOut}`,
+  ].join(' && ');
+  let exitCode = 0;
+  for (const iommu of args.variants) {
+    const reader = new RecordReader();
+    const accel = { value: '?' };
+    const loadBefore = loadAverage();
+    const output = collector(reader, accel);
+    const r = await runKernelSuite({
+      iommu,
+      command,
+      output,
+      tcgThreads: args.tcg,
+      memory: args.memory,
+      smp: 2,
+      timeoutSeconds: Number(process.env.VFIO_ENGINE_VM_TIMEOUT) || 3600,
+    });
+    await new Promise<void>((done) => output.end(done));
+    if (r.skippedReason) {
+      console.error(`vfio-engine: bench:kernel skipped: ${r.skippedReason}`);
+      return 2;
+    }
+    if (r.exitCode !== 0) exitCode = r.exitCode;
+    for (const e of reader.errors) console.error(`vfio-engine: ${e}`);
+    const got = reader.records.at(-1);
+    if (!got) {
+      console.error(`vfio-engine: no benchmark record came back from the ${iommu} VM`);
+      exitCode ||= 1;
+      continue;
+    }
+    const record: BenchRecord = {
+      ...got,
+      vm: {
+        iommu,
+        accel: accel.value,
+        smp: 2,
+        memory: args.memory,
+        qemu: qemuVersion(),
+        host: { ...machineInfo(), loadBefore, loadAfter: loadAverage() },
+      },
+    };
+    const dir = path.resolve(args.out, args.variants.length > 1 ? iommu : '');
+    const file = await writeRecord(dir, record);
+    const plots = await writePlots(dir, summarize(record.samples));
+    console.log(
+      `\nthe real kernel in the test VM (${iommu}, ${record.vm!.accel}, ${os.cpus().length} host CPUs)`,
+    );
+    for (const line of formatResults(summarize(record.samples), record.targets)) console.log(line);
+    const h = record.vm!.host;
+    const g = record.machine;
+    console.log(
+      `\nguest: Linux ${g.kernelRelease}, ${g.cpus} vCPUs, node ${g.node}; host: ${h.cpus} x ${h.cpuModel}, ` +
+        `${record.vm!.qemu}; host load ${h.loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ` +
+        `${h.loadAfter.map((x) => x.toFixed(2)).join(' ')} after; ${r.seconds.toFixed(0)} s`,
+    );
+    console.log(`record: ${file}`);
+    for (const p of plots) console.log(`plot:   ${p}`);
+  }
   return exitCode;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(`vfio-engine: ${(err as Error)?.message ?? String(err)}`);
-    process.exit(1);
-  },
-);
+if (process.argv[1]?.endsWith('kernel-vm.js')) {
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(`vfio-engine: ${(err as Error)?.message ?? String(err)}`);
+      process.exit(1);
+    },
+  );
+}

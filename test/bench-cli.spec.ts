@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readRecord } from '../src/bench/record.js';
-import { WORKLOADS } from '../src/bench/workloads.js';
+import { WORKLOADS } from '../src/bench/workloads/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = path.join(root, 'dist/src/cli/main.js');

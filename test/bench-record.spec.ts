@@ -6,7 +6,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  RECORD_SCHEMA,
   gitCommit,
   loadAverage,
   machineInfo,
@@ -16,34 +15,9 @@ import {
   writeRecord,
 } from '../src/bench/record.js';
 import type { BenchRecord } from '../src/bench/types.js';
-import { sample } from './bench-kit.js';
+import { benchRecord as record } from './bench-kit.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-function record(): BenchRecord {
-  return {
-    schema: RECORD_SCHEMA,
-    started: '2025-01-02T03:04:05.678Z',
-    seconds: 12.5,
-    argv: ['--kernel', 'sim'],
-    commit: null,
-    machine: { ...machineInfo('6.12.118'), loadBefore: loadAverage(), loadAfter: [1, 2, 3] },
-    options: { workloads: ['bulk'], kernels: ['sim'], workers: 2, rounds: 3, scale: 1 },
-    samples: [sample({ value: 123_456.5, backend: 'iommufd' })],
-    targets: [
-      {
-        id: 'sim.bulk.add',
-        description: 'engine >= 1.0x qemu for bulk adds (simulated kernel)',
-        value: null,
-        goal: 1,
-        comparison: '>=',
-        unit: 'x qemu',
-        status: 'not measured',
-        ratio: null,
-      },
-    ],
-  };
-}
 
 describe('bench record: machine, commit, JSON file', function () {
   let dir: string;

@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildFloor } from '../bench/build-floor.js';
 // Only coverage.ts: it loads no port (test/kernel/guest.ts and variant.ts would load both).
 import { judgeCoverage, type CoverageReport } from '../test/kernel/coverage.js';
 import { DmaFaultLabels } from '../test/kernel/dma-faults.js';
@@ -70,6 +71,12 @@ export interface KernelSuiteOptions {
   memory?: string;
   /** Guest CPUs (default 2). */
   smp?: number;
+  /**
+   * TCG's vCPU threads when KVM is not usable (default 'single', env VFIO_ENGINE_VM_ACCEL
+   * overrides): 'multi' runs each vCPU on its own host thread (`-accel tcg,thread=multi`), so
+   * two guest threads can issue ioctls at the same time; the benchmark VM uses it.
+   */
+  tcgThreads?: 'single' | 'multi';
   /** Where guest and progress output goes (default process.stdout). */
   output?: NodeJS.WritableStream;
 }
@@ -184,6 +191,15 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
 
   const kernel = await resolveKernel(root, opts, log);
   if ('error' in kernel) return failed(kernel.error);
+  if (command === undefined) {
+    // test/kernel/bench.spec.ts runs the C floor in the guest: it is compiled here, where
+    // the uapi headers are (the guest sees the checkout read-only).
+    try {
+      buildFloor(path.join(root, 'dist/bench/floor'));
+    } catch (e) {
+      log(`the C floor was not built (${(e as Error).message}): the benchmark's smoke test will skip`);
+    }
+  }
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-engine-vm-'));
   try {
@@ -215,7 +231,7 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
       // With KVM, interrupt remapping needs the split irqchip.
       ...(kvm
         ? ['-M', 'q35,kernel-irqchip=split', '-accel', 'kvm', '-cpu', 'host']
-        : ['-M', 'q35', '-accel', tcgAccel(), '-cpu', 'max']),
+        : ['-M', 'q35', '-accel', tcgAccel(opts.tcgThreads), '-cpu', 'max']),
       ...['-smp', String(opts.smp ?? 2), '-m', opts.memory ?? '2G'],
       // The IOMMU must be created before the devices it translates.
       ...['-device', iommu === 'vtd' ? 'intel-iommu,intremap=on' : 'virtio-iommu-pci'],
@@ -230,7 +246,7 @@ export async function runKernelSuite(opts: KernelSuiteOptions = {}): Promise<Ker
       ...['-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio'],
     ];
     log(
-      `booting ${kernel.path} (${kernel.source}) with ${kvm ? 'KVM' : 'TCG'}, IOMMU ${iommu}, ` +
+      `booting ${kernel.path} (${kernel.source}) with ${kvm ? 'KVM' : `TCG (${tcgAccel(opts.tcgThreads)})`}, IOMMU ${iommu}, ` +
         `${edu} edu devices, timeout ${timeout} s`,
     );
     log(`${qemu} ${args.map(shellQuote).join(' ')}`);
@@ -857,11 +873,12 @@ function kvmUsable(): boolean {
  * Single-threaded TCG by default: with QEMU 7.2's multi-threaded TCG about one
  * boot in twenty-five oopsed ("Oops: int3" in sched_clock_cpu when the kernel
  * live-patches a static key while the other vCPU runs it). Round-robin vCPUs
- * cannot race that way, and cost little here (2 host cores, TCG).
+ * cannot race that way, and cost little here (2 host cores, TCG). The benchmark
+ * asks for 'multi', to let two guest threads run at once.
  */
-function tcgAccel(): string {
+function tcgAccel(threads: 'single' | 'multi' = 'single'): string {
   const forced = process.env.VFIO_ENGINE_VM_ACCEL;
-  return forced?.startsWith('tcg') ? forced : 'tcg,thread=single';
+  return forced?.startsWith('tcg') ? forced : `tcg,thread=${threads}`;
 }
 
 function findOnPath(name: string): string | null {

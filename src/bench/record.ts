@@ -127,13 +127,18 @@ class Check {
  * (a NaN or Infinity: JSON has neither) reads back as NaN.
  */
 export async function readRecord(file: string): Promise<BenchRecord> {
-  const c = new Check(file);
+  return parseRecord(await fs.readFile(file, 'utf8'), file);
+}
+
+/** A record from its JSON text, checked as readRecord does; `source` names it in errors. */
+export function parseRecord(text: string, source: string): BenchRecord {
+  const c = new Check(source);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await fs.readFile(file, 'utf8'));
+    parsed = JSON.parse(text);
   } catch (e) {
     if (e instanceof SyntaxError)
-      throw new Error(`${file}: not a benchmark record: not JSON (${e.message})`, { cause: e });
+      throw new Error(`${source}: not a benchmark record: not JSON (${e.message})`, { cause: e });
     throw e;
   }
   const r = c.object(parsed, '$');

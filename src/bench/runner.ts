@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Session } from 'node:inspector/promises';
-import { WORKLOADS, type Workload } from './workloads.js';
+import { WORKLOADS } from './workloads/index.js';
+import type { Workload } from './rig.js';
 import { evaluateTargets } from './targets.js';
 import { summarize } from './summary.js';
 import { gitCommit, loadAverage, machineInfo } from './record.js';
@@ -53,7 +54,7 @@ export async function runBench(opts: BenchOptions, progress: BenchProgress): Pro
     }
   }
   progress.start(
-    plan.reduce((sum, p) => sum + p.w.steps(opts.scale) * (opts.rounds + (p.w.warmup ? 1 : 0)), 0),
+    plan.reduce((sum, p) => sum + p.w.steps(opts.scale, p.kernel) * (opts.rounds + (p.w.warmup ? 1 : 0)), 0),
   );
   const samples: BenchSample[] = [];
   for (const { w, kernel } of plan) {
@@ -67,6 +68,7 @@ export async function runBench(opts: BenchOptions, progress: BenchProgress): Pro
         record: (s) => {
           if (r >= 0) samples.push({ ...s, workload: w.name, kernel, round: r });
         },
+        note: (line) => progress.note(line),
         step: (label) =>
           progress.step(`${kernel} ${label}${r < 0 ? ' (warm-up)' : ` (round ${r + 1}/${opts.rounds})`}`),
       });

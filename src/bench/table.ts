@@ -6,7 +6,7 @@ import { ratio, type SummaryRow } from './summary.js';
 import type { TargetResult } from './types.js';
 
 /** The baseline modes a result row is compared with, when the run measured them. */
-export const BASE_MODES = ['qemu', 'floor'] as const;
+export const BASE_MODES = ['qemu', 'floor', 'map'] as const;
 
 /**
  * A number for people: thousands separators; whole above 100 (the digits past that are

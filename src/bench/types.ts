@@ -77,6 +77,21 @@ export interface BenchRunOptions {
   readonly scale: number;
 }
 
+/** The test VM a real-kernel run was in, as the host that booted it saw it (`npm run bench:kernel`). */
+export interface BenchVm {
+  /** The emulated IOMMU: 'vtd' or 'virtio'. */
+  readonly iommu: string;
+  /** QEMU's accelerator: 'kvm', 'tcg,thread=single' or 'tcg,thread=multi'. */
+  readonly accel: string;
+  readonly smp: number;
+  /** Guest memory, QEMU -m syntax. */
+  readonly memory: string;
+  /** `qemu-system-x86_64 --version`'s first line. */
+  readonly qemu: string;
+  /** The host: its CPUs and model, and its load before and after the boot. */
+  readonly host: BenchMachine;
+}
+
 /** One run of `vfio-engine bench`: written as one JSON file. */
 export interface BenchRecord {
   readonly schema: 'vfio-engine-bench/1';
@@ -91,4 +106,6 @@ export interface BenchRecord {
   readonly options: BenchRunOptions;
   readonly samples: readonly BenchSample[];
   readonly targets: readonly TargetResult[];
+  /** Set when the run was in the test VM: the VM and the host that booted it. */
+  readonly vm?: BenchVm;
 }

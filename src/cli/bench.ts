@@ -9,12 +9,14 @@ import { fileURLToPath } from 'node:url';
 import { Argument, InvalidArgumentError, Option, type Command } from 'commander';
 import { runBench, type BenchOptions } from '../bench/runner.js';
 import { createProgress } from '../bench/progress.js';
+import { linuxEduDevices } from '../bench/rig.js';
+import { LinuxPort } from '../port/linux.js';
 import { writePlots } from '../bench/plot.js';
 import { writeRecord } from '../bench/record.js';
 import { summarize } from '../bench/summary.js';
 import { formatResults } from '../bench/table.js';
 import { BENCH_KERNELS, type BenchKernel } from '../bench/types.js';
-import { WORKLOADS } from '../bench/workloads.js';
+import { WORKLOADS } from '../bench/workloads/index.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -95,15 +97,18 @@ export function benchCommand(cmd: Command, exit: (code: number) => void): Comman
         'Each mode is measured side by side in one run: engine (the whole engine), qemu (one ioctl',
         "per section from JS, in order: QEMU's way), model (the simulated kernel alone). The best",
         'round is the figure (other load only adds time); medians are in the JSON record.',
-        'The linux kernel: npm run bench:kernel runs the real-kernel benchmark in the test VM.',
+        'On --kernel linux (in the test VM: npm run bench:kernel) also floor and floor-N: the same ioctls',
+        'from C (bench/floor.c) on one thread and on --workers threads.',
       ].join('\n'),
     )
     .action(async (workloads: string[], o: BenchFlags, c: Command) => {
-      if (o.kernel.includes('linux'))
-        c.error(
-          "--kernel linux: the engine workloads run on the null and simulated kernels; the real kernel's benchmark is npm run bench:kernel (in the test VM)",
-          { exitCode: 2 },
-        );
+      if (o.kernel.includes('linux')) {
+        try {
+          linuxEduDevices(new LinuxPort());
+        } catch (e) {
+          c.error((e as Error).message, { exitCode: 2 });
+        }
+      }
       const progressOut = o.json ? process.stderr : process.stdout;
       let progress: ReturnType<typeof createProgress> | null = null;
       const out = path.resolve(o.out);
