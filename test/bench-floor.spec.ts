@@ -157,7 +157,7 @@ describe("bench/kernel-vm.ts: bench:kernel's arguments", function () {
       tcg: 'multi',
       memory: '6G',
       out: 'bench-results',
-      bench: [],
+      bench: ['--scale', '0.1'],
     });
     expect(
       parseKernelVmArgs([
@@ -177,8 +177,13 @@ describe("bench/kernel-vm.ts: bench:kernel's arguments", function () {
       tcg: 'single',
       memory: '4G',
       out: 'r',
-      bench: ['bulk', '--rounds', '1'],
+      bench: ['bulk', '--rounds', '1', '--scale', '0.1'],
     });
+  });
+
+  it('keeps a --scale given', function () {
+    expect(parseKernelVmArgs(['--scale=1']).bench).to.deep.equal(['--scale=1']);
+    expect(parseKernelVmArgs(['--scale', '0.5']).bench).to.deep.equal(['--scale', '0.5']);
   });
 
   it('refuses what the VM run cannot take', function () {
