@@ -9,7 +9,9 @@
  *         [--fd FD] [--threads N]  < sections
  *
  * sections: one per line, "IOVA SIZE OFFSET [ro]" (decimal or 0x hex), OFFSET into guest RAM;
- * "ro" maps the section read-only (a ROM), as the engine does.
+ * "ro" maps the section read-only (a ROM), as the engine does. Or an op list, run in order on
+ * one thread: "map IOVA SIZE OFFSET [ro]" and "unmap IOVA SIZE" lines, timed from a "start"
+ * line (else from the first) to a "stop" line (else to the last); it must leave nothing mapped.
  * Guest RAM: memfd and hugetlb map FD (inherited from the caller, so the floor pins the very
  * pages the engine pins) or a new memfd of BYTES, shared; thp is a new private anonymous
  * mapping of BYTES with MADV_HUGEPAGE. Every page is written once before the clock starts
@@ -23,7 +25,8 @@
  * from the barrier that starts them to the one all of them reach. After the unmaps an
  * unmap-all must find nothing left.
  *
- * Prints one JSON line: {"backend":...,"threads":N,"count":N,"bytes":B,"mapNs":...,"unmapNs":...}.
+ * Prints one JSON line: {"backend":...,"threads":N,"count":N,"bytes":B,"mapNs":...,"unmapNs":...},
+ * for an op list {"backend":...,"threads":1,"ops":N,"ns":...}.
  * Exits 1 on any failed call, naming it, its section and the errno; 2 on bad arguments.
  */
 #define _GNU_SOURCE
@@ -63,10 +66,14 @@ SAME(VFIO_IOMMU_UNMAP_DMA);
 struct section {
   uint64_t iova, size, offset;
   int ro;
+  char op; /* 0: a section of a map-all / unmap-all run; 'm' or 'u': one op of an op list */
 };
 
 static struct section *sections;
 static uint64_t count;
+/* An op list's timed part: [start, stop). */
+static uint64_t start_op, stop_op;
+static int op_list;
 static uint8_t *va;
 static int iommufd_mode, iommufd = -1, container = -1;
 static uint32_t ioas;
@@ -154,16 +161,39 @@ static void *lane(void *arg) {
   return NULL;
 }
 
+static void bad_line(const char *line) {
+  fprintf(stderr, "floor: bad line %s", line);
+  exit(2);
+}
+
 static void read_sections(uint64_t ram) {
   size_t cap = 1024;
   sections = malloc(cap * sizeof(*sections));
   char line[256];
+  int marks = 0; /* 1 after "start", 2 after "stop" */
   while (fgets(line, sizeof(line), stdin)) {
-    char a[80], b[80], c[80], d[80];
+    char w[5][80];
     if (line[0] == '\n') continue;
-    int n = sscanf(line, "%79s %79s %79s %79s", a, b, c, d);
-    if (n < 3 || (n == 4 && strcmp(d, "ro"))) usage();
-    struct section s = {number(a), number(b), number(c), n == 4};
+    int n = sscanf(line, "%79s %79s %79s %79s %79s", w[0], w[1], w[2], w[3], w[4]);
+    struct section s = {0};
+    int is_start = !strcmp(w[0], "start");
+    if (is_start || !strcmp(w[0], "stop")) {
+      if (n != 1 || marks != (is_start ? 0 : 1) || (count && !op_list)) bad_line(line);
+      op_list = 1;
+      if (marks++ == 0) start_op = count;
+      else stop_op = count;
+      continue;
+    }
+    if (!strcmp(w[0], "map") || !strcmp(w[0], "unmap")) {
+      int map = w[0][0] == 'm';
+      int arity = map ? (n == 4 || n == 5) : n == 3;
+      if ((count && !op_list) || !arity || (n == 5 && strcmp(w[4], "ro"))) bad_line(line);
+      op_list = 1;
+      s = (struct section){number(w[1]), number(w[2]), map ? number(w[3]) : 0, n == 5, map ? 'm' : 'u'};
+    } else {
+      if (op_list || n < 3 || n > 4 || (n == 4 && strcmp(w[3], "ro"))) bad_line(line);
+      s = (struct section){number(w[0]), number(w[1]), number(w[2]), n == 4, 0};
+    }
     if (!s.size || (s.iova | s.size | s.offset) & 4095 || s.offset + s.size > ram || s.offset + s.size < s.offset) {
       fprintf(stderr, "floor: bad section %s", line);
       exit(2);
@@ -173,6 +203,7 @@ static void read_sections(uint64_t ram) {
     sections[count++] = s;
   }
   if (!count) usage();
+  if (op_list && marks < 2) stop_op = count;
 }
 
 int main(int argc, char **argv) {
@@ -239,8 +270,19 @@ int main(int argc, char **argv) {
     if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) die("VFIO_SET_IOMMU", -1, 0);
   }
 
-  uint64_t t0, t1, t2, t3;
-  if (threads == 1) {
+  uint64_t t0 = 0, t1 = 0, t2, t3;
+  if (op_list) {
+    /* In order, on one thread: the untimed ops before "start", the timed ones, the untimed rest. */
+    if (threads != 1) usage();
+    for (uint64_t i = 0; i < count; i++) {
+      if (i == start_op) t0 = now_ns();
+      if (i == stop_op) t1 = now_ns();
+      (sections[i].op == 'm' ? map_one : unmap_one)(i);
+    }
+    if (stop_op == count) t1 = now_ns();
+    if (start_op == count) t0 = t1;
+    t2 = t3 = 0;
+  } else if (threads == 1) {
     t0 = now_ns();
     for (uint64_t i = 0; i < count; i++) map_one(i);
     t1 = now_ns();
@@ -284,9 +326,14 @@ int main(int argc, char **argv) {
     close(group);
     close(container);
   }
+  munmap(va, ram);
+  if (op_list) {
+    printf("{\"backend\":\"%s\",\"threads\":1,\"ops\":%" PRIu64 ",\"ns\":%" PRIu64 "}\n", backend,
+           stop_op - start_op, t1 - t0);
+    return 0;
+  }
   uint64_t bytes = 0;
   for (uint64_t i = 0; i < count; i++) bytes += sections[i].size;
-  munmap(va, ram);
   printf("{\"backend\":\"%s\",\"threads\":%u,\"count\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"mapNs\":%" PRIu64
          ",\"unmapNs\":%" PRIu64 "}\n",
          backend, threads, count, bytes, t1 - t0, t3 - t2);

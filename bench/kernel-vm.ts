@@ -16,12 +16,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { writePlots } from '../src/bench/plot.js';
-import { loadAverage, machineInfo, writeRecord } from '../src/bench/record.js';
+import { gitCommit, loadAverage, machineInfo, writeRecord } from '../src/bench/record.js';
 import { summarize } from '../src/bench/summary.js';
 import { formatResults } from '../src/bench/table.js';
 import type { BenchRecord } from '../src/bench/types.js';
 import { IOMMU_VARIANTS, runKernelSuite, type IommuVariant } from '../vm/run.js';
-import { buildFloor } from './build-floor.js';
+import { ROOT, buildFloor } from './build-floor.js';
 import { RecordReader } from './vm-record.js';
 
 /** The options of this script; everything else goes to `vfio-engine bench` in the guest. */
@@ -117,12 +117,19 @@ async function main(): Promise<number> {
   const floor = buildFloor();
   console.log(`vfio-engine: built ${floor}`);
   const guestOut = '/tmp/vfio-engine-bench';
-  const command = [
-    ['node', 'dist/src/cli/main.js', 'bench', '--kernel', 'linux', '--out', guestOut, ...args.bench].join(
-      ' ',
-    ),
-    `node dist/bench/vm-record.js ${guestOut}`,
-  ].join(' && ');
+  // Through a pipe, so that the runner writes its progress as lines (the guest's console is a
+  // TTY, whose redrawn bar would reach the host as one long line); pipefail keeps its exit code.
+  const runner = [
+    'node',
+    'dist/src/cli/main.js',
+    'bench',
+    '--kernel',
+    'linux',
+    '--out',
+    guestOut,
+    ...args.bench,
+  ];
+  const command = `set -o pipefail && ${runner.join(' ')} | cat && node dist/bench/vm-record.js ${guestOut}`;
   let exitCode = 0;
   for (const iommu of args.variants) {
     const reader = new RecordReader();
@@ -153,6 +160,7 @@ async function main(): Promise<number> {
     }
     const record: BenchRecord = {
       ...got,
+      commit: got.commit ?? gitCommit(ROOT), // the guest may have no git
       vm: {
         iommu,
         accel: accel.value,

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { FLOOR_IOCTLS, ROOT, buildFloor, floorCompileArgs } from '../bench/build-floor.js';
 import { parseKernelVmArgs } from '../bench/kernel-vm.js';
 import { RecordReader, recordMarkerLines } from '../bench/vm-record.js';
-import { floorInput, runFloor } from '../src/bench/floor.js';
+import { floorInput, floorOpsInput, runFloor, runFloorOps } from '../src/bench/floor.js';
 import { recordJson } from '../src/bench/record.js';
 import { IOMMU_IOAS_MAP, VFIO_IOMMU_UNMAP_DMA } from '../src/uapi/index.js';
 import { findHeaders } from './golden/probe.js';
@@ -76,6 +76,23 @@ describe('bench/floor.c: the C floor, built on the host', function () {
     }
   });
 
+  it('refuses a bad op list (exit 2): markers out of order, wrong arity, mixed with sections, threads', function () {
+    const ops = (input: string, ...more: string[]) => run(legacy('8192', ...more), input).status;
+    expect(ops('start\nstart\n'), 'two starts').to.equal(2);
+    expect(ops('stop\nmap 0x1000 4096 0\n'), 'stop before start').to.equal(2);
+    expect(ops('0x1000 4096 0\nmap 0x2000 4096 0\n'), 'sections, then ops').to.equal(2);
+    expect(ops('map 0x1000 4096\n'), 'a map without its offset').to.equal(2);
+    expect(ops('unmap 0x1000 4096 0\n'), 'an unmap with an offset').to.equal(2);
+    expect(
+      ops('map 0x1000 4096 0\nunmap 0x1000 4096\n', '--threads', '2'),
+      'an op list on 2 threads',
+    ).to.equal(2);
+    expect(
+      ops('map 0x1000 4096 0\nstart\nunmap 0x1000 4096\nstop\n'),
+      'a good list: VFIO is missing',
+    ).to.equal(1);
+  });
+
   it("runFloor passes the sections on stdin and reports the floor's error", function () {
     expect(
       floorInput([
@@ -83,46 +100,26 @@ describe('bench/floor.c: the C floor, built on the host', function () {
         { iova: 0xfffc_0000n, size: 0x4_0000n, offset: 0x20_0000n, readonly: true },
       ]),
     ).to.equal('0x100000000 4096 0\n0xfffc0000 262144 2097152 ro\n');
-    const device = { bdf: '0000:01:00.0', groupPath: '/nonexistent/vfio/7', cdevPath: null };
-    expect(() =>
-      runFloor(
-        {
-          backend: 'legacy',
-          device: device as never,
-          ramBytes: 8192n,
-          backing: 'memfd',
-          threads: 2,
-          sections: [{ iova: 0x1_0000_0000n, size: 4096n, offset: 0n }],
-        },
-        floor,
-      ),
-    ).to.throw(/^the C floor exited 1: floor: /);
-    expect(() =>
-      runFloor(
-        {
-          backend: 'iommufd',
-          device: device as never,
-          ramBytes: 8192n,
-          backing: 'memfd',
-          threads: 1,
-          sections: [],
-        },
-        floor,
-      ),
-    ).to.throw(/has no VFIO cdev/);
-    expect(() =>
-      runFloor(
-        {
-          backend: 'legacy',
-          device: device as never,
-          ramBytes: 8192n,
-          backing: 'memfd',
-          threads: 1,
-          sections: [{ iova: 0n, size: 4096n, offset: 0n }],
-        },
-        path.join(dir, 'missing'),
-      ),
-    ).to.throw(/missing: spawnSync .* ENOENT .*build-floor/);
+    const device = { bdf: '0000:01:00.0', groupPath: '/nonexistent/vfio/7', cdevPath: null } as never;
+    const job = (over: Partial<Parameters<typeof runFloor>[0]>) => ({
+      backend: 'legacy' as const,
+      device,
+      ramBytes: 8192n,
+      backing: 'memfd' as const,
+      threads: 1,
+      sections: [{ iova: 0x1_0000_0000n, size: 4096n, offset: 0n }],
+      ...over,
+    });
+    expect(() => runFloor(job({ threads: 2 }), floor)).to.throw(/^the C floor exited 1: floor: /);
+    expect(() => runFloor(job({ backend: 'iommufd' }), floor)).to.throw(/has no VFIO cdev/);
+    expect(() => runFloor(job({}), path.join(dir, 'missing'))).to.throw(
+      /missing: spawnSync .* ENOENT .*build-floor/,
+    );
+    const s = { iova: 0x1_0000_0000n, size: 4096n, offset: 4096n, readonly: true };
+    expect(floorOpsInput([{ map: s }, 'start', { unmap: s }, 'stop'])).to.equal(
+      'map 0x100000000 4096 4096 ro\nstart\nunmap 0x100000000 4096\nstop\n',
+    );
+    expect(() => runFloorOps(job({}), [{ map: s }, { unmap: s }], floor)).to.throw(/^the C floor exited 1: /);
   });
 });
 

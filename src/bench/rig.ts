@@ -349,6 +349,31 @@ export function modelRig(): { port: SyscallPort; target: DmaTarget; close(): voi
   };
 }
 
+/**
+ * An ordered list of DMA ops, as a workload whose maps and unmaps interleave issues them: a
+ * map or an unmap of a section, or the start or the stop of the clock (ops outside run untimed).
+ */
+export type OpListItem = { readonly map: Section } | { readonly unmap: Section } | 'start' | 'stop';
+
+/** QEMU's way for an op list: one ioctl per op, in order; the seconds between 'start' (or the first op) and 'stop' (or the last). */
+export function oneIoctlPerOp(
+  port: SyscallPort,
+  target: DmaTarget,
+  va: bigint,
+  ops: readonly OpListItem[],
+): number {
+  let t0 = process.hrtime.bigint();
+  let t = -1;
+  for (const o of ops) {
+    if (o === 'start') t0 = process.hrtime.bigint();
+    else if (o === 'stop') t = seconds(t0);
+    else if ('map' in o)
+      dmaMap(port, target, o.map.iova, o.map.size, va + o.map.offset, o.map.readonly ?? false);
+    else dmaUnmap(port, target, o.unmap.iova, o.unmap.size);
+  }
+  return t >= 0 ? t : seconds(t0);
+}
+
 /** QEMU's way: one map ioctl per section, in order, then one unmap each; seconds of each. */
 export function oneIoctlEach(
   port: SyscallPort,
@@ -395,4 +420,35 @@ export function expectTables(rig: Rig, count: number, what: string): void {
     throw new Error(
       `${what}: expected ${count} mappings per container, found ${tables.map(([c, t]) => `${c}: ${t.length}`).join(', ') || 'no container'}`,
     );
+}
+
+/**
+ * The modes of a case that maps every section in one go and unmaps them in another, after the
+ * floor: QEMU's way into the engine's own container (left empty again), the simulated
+ * kernel's own cost on the simulated kernel, then the whole engine, whose tables are checked
+ * to hold every section between the two transactions and none after.
+ */
+export async function addDelModes(
+  rig: Rig,
+  sections: readonly Section[],
+  what: string,
+  record: (mode: string, t: { map: number; unmap: number }) => void,
+): Promise<void> {
+  record('qemu', oneIoctlEach(rig.port, rig.target, rig.ram.va, sections));
+  if (rig.ctx.kernel === 'sim') {
+    const m = modelRig();
+    try {
+      record('model', oneIoctlEach(m.port, m.target, rig.ram.va, sections));
+    } finally {
+      m.close();
+    }
+  }
+  record('engine', await engineAddDel(rig, sections, () => expectTables(rig, sections.length, what)));
+  expectTables(rig, 0, `${what} after the dels`);
+}
+
+/** A small deterministic generator (an LCG, 24 useful bits): the same numbers every round and run. */
+export function lcg(seed: number): () => number {
+  let x = seed;
+  return () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8;
 }

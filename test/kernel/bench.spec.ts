@@ -20,7 +20,7 @@ describeVm(
   function () {
     this.timeout(900_000);
 
-    it('runs each linux workload beside its baselines, the C floor on 1 and 2 threads, and writes the record', function () {
+    it('runs each linux workload beside its baselines, the C floor on 1 and 2 threads or its op list, and writes the record', function () {
       if (!fs.existsSync(FLOOR_BINARY)) {
         // vm/run.ts builds it before the boot, when the host has Linux >= 6.12 uapi headers.
         this.test!.title += ` [skipped: ${FLOOR_BINARY} was not built (no Linux >= 6.12 uapi headers on the host)]`;
@@ -55,6 +55,8 @@ describeVm(
       for (const w of linux) expect(modes(w).size, `${w} has samples`).to.be.greaterThan(0);
       for (const w of ['bulk', 'boot-map'])
         expect([...modes(w)].sort(), w).to.deep.equal(['engine', 'floor', 'floor-2', 'qemu']);
+      for (const w of ['storm', 'churn'])
+        expect([...modes(w)].sort(), w).to.deep.equal(['engine', 'floor', 'qemu']);
       expect([...modes('second-container')].sort()).to.deep.equal(['copy', 'map']);
       const bulk = rec.samples.filter((s) => s.workload === 'bulk');
       expect(new Set(bulk.map((s) => s.backend))).to.deep.equal(new Set(['iommufd', 'legacy']));

@@ -9,10 +9,7 @@ import { floorModes } from '../floor.js';
 import {
   KiB,
   MiB,
-  engineAddDel,
-  expectTables,
-  modelRig,
-  oneIoctlEach,
+  addDelModes,
   openRig,
   reserveHugePages,
   sizeName,
@@ -84,18 +81,7 @@ export const bootMap: Workload = {
         const rig = await openRig(ctx, bytes, backing);
         try {
           await rig.attach();
-          record('qemu', oneIoctlEach(rig.port, rig.target, rig.ram.va, sections));
-          if (ctx.kernel === 'sim') {
-            const m = modelRig();
-            try {
-              record('model', oneIoctlEach(m.port, m.target, rig.ram.va, sections));
-            } finally {
-              m.close();
-            }
-          }
-          const what = `boot-map ${name}`;
-          record('engine', await engineAddDel(rig, sections, () => expectTables(rig, sections.length, what)));
-          expectTables(rig, 0, `${what} after the dels`);
+          await addDelModes(rig, sections, `boot-map ${name}`, record);
         } finally {
           await rig.close();
         }

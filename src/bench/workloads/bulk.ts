@@ -9,12 +9,9 @@ import {
   KiB,
   LINUX_GRID_RAM,
   MiB,
-  engineAddDel,
-  expectTables,
   gridRam,
   gridSection,
-  modelRig,
-  oneIoctlEach,
+  addDelModes,
   openRig,
   scaled,
   shapeName,
@@ -58,18 +55,7 @@ export const bulk: Workload = {
         const rig = await openRig(ctx, ramBytes);
         try {
           await rig.attach({ backend });
-          // QEMU's way first, into the same container, which it leaves empty again.
-          record('qemu', oneIoctlEach(rig.port, rig.target, rig.ram.va, sections));
-          if (ctx.kernel === 'sim') {
-            const m = modelRig();
-            try {
-              record('model', oneIoctlEach(m.port, m.target, rig.ram.va, sections));
-            } finally {
-              m.close();
-            }
-          }
-          record('engine', await engineAddDel(rig, sections, () => expectTables(rig, count, `bulk ${name}`)));
-          expectTables(rig, 0, `bulk ${name} after the dels`);
+          await addDelModes(rig, sections, `bulk ${name} ${backend}`, record);
         } finally {
           await rig.close();
         }

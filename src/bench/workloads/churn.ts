@@ -4,18 +4,20 @@
  * blocks plugged or unplugged, awaited one by one, over a device half plugged to begin with.
  * Beside the engine: the same block ops one ioctl each, in the same order.
  */
-import { dmaMap, dmaUnmap, type DmaTarget } from '../../backends/dma.js';
-import type { SyscallPort } from '../../port/port.js';
+import { floorOpsMode } from '../floor.js';
 import {
   GiB,
   LINUX_GRID_RAM,
   MiB,
   commitOk,
+  lcg,
   modelRig,
+  oneIoctlPerOp,
   openRig,
   scaled,
   seconds,
   sizeName,
+  type OpListItem,
   type Section,
   type Workload,
 } from '../rig.js';
@@ -34,8 +36,7 @@ export interface ChurnTxn {
 export function churnPlan(blocks: number, txns: number, seed = 0xc0ffee): ChurnTxn[] {
   const plugged = new Uint8Array(blocks);
   plugged.fill(1, 0, blocks >> 1);
-  let x = seed;
-  const next = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8;
+  const next = lcg(seed);
   const out: ChurnTxn[] = [];
   while (out.length < txns) {
     const plug = (next() & 1) === 1;
@@ -76,37 +77,31 @@ export const churn: Workload = {
     const name = `${plan.length.toLocaleString('en-US')} txns over ${sizeName(full)}`;
     ctx.step(`churn ${name}`);
     const base = { case: name, metric: 'ops/s' as const, n: ops, backend: 'iommufd' as const };
+    // The block ops in the plan's order, from the same starting state (mapped before the
+    // clock) to an empty container (the blocks left plugged are unmapped after it).
+    const list: OpListItem[] = initial.map((s) => ({ map: s }));
+    list.push('start');
+    const plugged = new Set(initial.map((_, b) => b));
+    for (const t of plan)
+      for (const b of t.blocks) {
+        list.push(t.plug ? { map: section(b) } : { unmap: section(b) });
+        if (t.plug) plugged.add(b);
+        else plugged.delete(b);
+      }
+    list.push('stop');
+    for (const b of plugged) list.push({ unmap: section(b) });
+    const record = (mode: string) => (t: number) =>
+      ctx.record({ ...base, mode, phase: 'plug/unplug', value: ops / t });
+    floorOpsMode(ctx, { backend: 'iommufd', ramBytes, backing: 'memfd' }, list, record('floor'));
     const rig = await openRig(ctx, ramBytes);
     try {
       await rig.attach();
-      // QEMU's way: one ioctl per block, in the plan's order, from the same starting state,
-      // into the same container, which it leaves empty again.
-      const baseline = (mode: string, port: SyscallPort, target: DmaTarget) => {
-        const map = (b: number) => {
-          const s = section(b);
-          dmaMap(port, target, s.iova, s.size, rig.ram.va + s.offset, false);
-        };
-        const unmap = (b: number) => void dmaUnmap(port, target, section(b).iova, BLOCK);
-        const plugged = new Set<number>();
-        for (let b = 0; b < blocks >> 1; b++) {
-          map(b);
-          plugged.add(b);
-        }
-        const t0 = process.hrtime.bigint();
-        for (const t of plan) for (const b of t.blocks) (t.plug ? map : unmap)(b);
-        ctx.record({ ...base, mode, phase: 'plug/unplug', value: ops / seconds(t0) });
-        for (const t of plan)
-          for (const b of t.blocks) {
-            if (t.plug) plugged.add(b);
-            else plugged.delete(b);
-          }
-        for (const b of plugged) unmap(b);
-      };
-      baseline('qemu', rig.port, rig.target);
+      // QEMU's way into the same container, which it leaves empty again.
+      record('qemu')(oneIoctlPerOp(rig.port, rig.target, rig.ram.va, list));
       if (ctx.kernel === 'sim') {
         const m = modelRig();
         try {
-          baseline('model', m.port, m.target);
+          record('model')(oneIoctlPerOp(m.port, m.target, rig.ram.va, list));
         } finally {
           m.close();
         }

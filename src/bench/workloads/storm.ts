@@ -4,26 +4,26 @@
  * makes them (with `ram` regions until the engine takes `iommu` regions). Beside the engine:
  * the same sections one ioctl each, in the storm's order.
  */
-import { dmaMap, dmaUnmap } from '../../backends/dma.js';
+import { floorOpsMode } from '../floor.js';
 import {
   KiB,
   LINUX_GRID_RAM,
   commitOk,
   gridRam,
   gridSection,
+  lcg,
+  oneIoctlPerOp,
   openRig,
   scaled,
   seconds,
+  type OpListItem,
   type Workload,
 } from '../rig.js';
 
 /** A small deterministic generator of region counts 1-8: the same storm every round and run. */
 export function* regionCounts(txns: number, seed = 0x5eed): Generator<number> {
-  let x = seed;
-  for (let i = 0; i < txns; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    yield 1 + ((x >>> 16) % 8);
-  }
+  const next = lcg(seed);
+  for (let i = 0; i < txns; i++) yield 1 + (next() % 8);
 }
 
 /** The storm workload. */
@@ -42,30 +42,23 @@ export const storm: Workload = {
     const name = `${txns.toLocaleString('en-US')} txns`;
     const ramBytes = gridRam(regions, size, ctx.kernel === 'linux' ? LINUX_GRID_RAM : 1n << 50n);
     const section = (i: number) => gridSection(i, size, ramBytes);
+    // The storm's ops in order (map k, unmap the previous k): the baselines issue them one each.
+    const ops: OpListItem[] = [];
+    for (let first = 0, prev = -1, prevCount = 0, t = 0; t <= sizes.length; t++) {
+      const k = sizes[t] ?? 0;
+      for (let i = first; i < first + k; i++) ops.push({ map: section(i) });
+      for (let i = prev; prev >= 0 && i < prev + prevCount; i++) ops.push({ unmap: section(i) });
+      [prev, prevCount, first] = [first, k, first + k];
+    }
+    const base = { case: name, metric: 'ops/s' as const, n: 2 * regions, backend: 'iommufd' as const };
+    floorOpsMode(ctx, { backend: 'iommufd', ramBytes, backing: 'memfd' }, ops, (t) => {
+      for (const phase of ['awaited', 'pipelined'])
+        ctx.record({ ...base, mode: 'floor', phase, value: (2 * regions) / t });
+    });
     const rig = await openRig(ctx, ramBytes);
     try {
       await rig.attach();
-      const base = { case: name, metric: 'ops/s' as const, n: 2 * regions, backend: 'iommufd' as const };
-      // Baseline: the same sections one ioctl each, in the storm's order (map k, unmap the previous k).
-      const q = (() => {
-        const t0 = process.hrtime.bigint();
-        let first = 0;
-        let prev = -1;
-        let prevCount = 0;
-        for (const k of sizes) {
-          for (let i = first; i < first + k; i++) {
-            const s = section(i);
-            dmaMap(rig.port, rig.target, s.iova, size, rig.ram.va + s.offset, false);
-          }
-          for (let i = prev; prev >= 0 && i < prev + prevCount; i++)
-            dmaUnmap(rig.port, rig.target, section(i).iova, size);
-          prev = first;
-          prevCount = k;
-          first += k;
-        }
-        for (let i = prev; i < prev + prevCount; i++) dmaUnmap(rig.port, rig.target, section(i).iova, size);
-        return (2 * regions) / seconds(t0);
-      })();
+      const q = (2 * regions) / oneIoctlPerOp(rig.port, rig.target, rig.ram.va, ops);
       ctx.record({ ...base, mode: 'qemu', phase: 'awaited', value: q });
       ctx.record({ ...base, mode: 'qemu', phase: 'pipelined', value: q });
 
