@@ -1,5 +1,5 @@
 /**
- * Builds bench/floor.c (the C floor of bench/kernel.ts) on the host, into the checkout's
+ * Builds bench/floor.c (the C floor of `vfio-engine bench --kernel linux`, src/bench/floor.ts) on the host, into the checkout's
  * dist/bench/floor: the test VM sees the host's root read-only, so the binary must exist
  * before the VM boots. Compiled against the Linux >= 6.12 uapi headers test/golden/probe.ts
  * finds (VFIO_ENGINE_UAPI_INCLUDE, Debian's linux-source-6.12, or /usr/include when new
@@ -26,6 +26,7 @@ import {
   type Ioctl,
 } from '../src/uapi/index.js';
 import { findHeaders } from '../test/golden/probe.js';
+import { FLOOR_BINARY } from '../src/bench/floor.js';
 
 /** The ioctls floor.c issues, as src/uapi declares them. */
 export const FLOOR_IOCTLS: readonly Ioctl[] = [
@@ -62,9 +63,6 @@ export function floorCompileArgs(source: string, output: string, include: string
 
 /** The checkout: two levels above dist/bench/build-floor.js. */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-/** Where bench/kernel.ts runs the floor from. */
-export const FLOOR_BINARY = path.join(ROOT, 'dist/bench/floor');
 
 /** Compiles bench/floor.c into `out` (default dist/bench/floor; env CC, default cc); returns its path. */
 export function buildFloor(out: string = FLOOR_BINARY): string {

@@ -225,6 +225,7 @@ int main(int argc, char **argv) {
   int thp = !strcmp(backing, "thp");
   if (!thp && strcmp(backing, "memfd") && strcmp(backing, "hugetlb")) usage();
   read_sections(ram);
+  if (op_list && threads != 1) usage(); /* an op list runs in order */
 
   /* Guest RAM, pre-faulted writable. */
   if (thp) {
@@ -273,7 +274,6 @@ int main(int argc, char **argv) {
   uint64_t t0 = 0, t1 = 0, t2, t3;
   if (op_list) {
     /* In order, on one thread: the untimed ops before "start", the timed ones, the untimed rest. */
-    if (threads != 1) usage();
     for (uint64_t i = 0; i < count; i++) {
       if (i == start_op) t0 = now_ns();
       if (i == stop_op) t1 = now_ns();

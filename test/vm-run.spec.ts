@@ -56,9 +56,9 @@ describe('vm/run.ts parseArgs: the test VM command line', function () {
 
   it('--command takes a shell command, in either form', function () {
     expect(
-      parseArgs(['--iommu', 'vtd', '--command', 'node dist/bench/kernel.js --rounds 1']),
+      parseArgs(['--iommu', 'vtd', '--command', 'node dist/src/cli/main.js bench --kernel linux --rounds 1']),
     ).to.deep.include({
-      command: 'node dist/bench/kernel.js --rounds 1',
+      command: 'node dist/src/cli/main.js bench --kernel linux --rounds 1',
       variants: ['vtd'],
       specs: [],
       mochaArgs: [],
@@ -187,7 +187,7 @@ describe('vm/run.ts runKernelSuite against a fake QEMU: mocha runs and --command
   });
 
   it('stages the command in the initramfs, without spec globs or mocha arguments', async function () {
-    const command = `node dist/bench/kernel.js --shape 64x4k && echo "it's done"`;
+    const command = `node dist/src/cli/main.js bench bulk --kernel linux --scale 0.01 && echo "it's done"`;
     const { result, text } = await run({ iommu: 'virtio', command });
     expect(text).to.include(`fake-qemu command: ${JSON.stringify(command + '\n')}`);
     expect(text).to.include('fake-qemu specs: \n');

@@ -10,7 +10,7 @@
  * [--kernel PATH] [--vm-timeout S] [--edu N] [mocha args...]`; see `--help`. By default
  * it boots both variants and judges the ioctl coverage over the two runs.
  *
- * `node dist/vm/run.js --command 'node dist/bench/kernel.js'` runs a shell command in the
+ * `node dist/vm/run.js --command 'node dist/src/cli/main.js bench --kernel linux'` runs a shell command in the
  * checkout instead of mocha (the benchmarks): same VM, same markers, the command's exit code
  * is the run's, and no totals or coverage come back.
  */
@@ -58,7 +58,7 @@ export interface KernelSuiteOptions {
   /** Extra mocha arguments, e.g. ['--grep', 'edu']. */
   mochaArgs?: string[];
   /**
-   * A shell command to run in the checkout instead of mocha, e.g. 'node dist/bench/kernel.js'
+   * A shell command to run in the checkout instead of mocha, e.g. 'node dist/src/cli/main.js bench --kernel linux'
    * (staged into the initramfs, run by the guest's sh): its exit code is the run's; it
    * reports no totals and no coverage. Excludes `specs` and `mochaArgs`.
    */
@@ -935,7 +935,7 @@ variant, then checks the ioctl coverage over the union of the boots.
   --edu N            number of edu devices (default 2)
   --no-build         fail instead of building a kernel when none is found
   --command CMD      run the shell command CMD in the checkout instead of mocha (e.g.
-                     'node dist/bench/kernel.js'); exits with its exit code (the first
+                     'node dist/src/cli/main.js bench --kernel linux'); exits with its exit code (the first
                      non-zero one over the variants); no --spec, no mocha arguments
   --                 pass everything after it to mocha
 Other arguments go to mocha unchanged, e.g. --grep edu, --bail. A run narrowed by

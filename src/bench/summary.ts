@@ -33,10 +33,7 @@ export function higherIsBetter(metric: Metric): boolean {
   return metric === 'ops/s';
 }
 
-/**
- * The median (the mean of the middle two for an even count); NaN for none. The same as
- * bench/report.ts's, kept here because only dist/src is packaged and the CLI runs from it.
- */
+/** The median (the mean of the middle two for an even count); NaN for none. */
 export function median(xs: readonly number[]): number {
   if (!xs.length) return NaN;
   const s = [...xs].sort((a, b) => a - b);
