@@ -12,7 +12,7 @@
  * for whole-section dels, and stays correct for partial ones at the cost of a window
  * where the remainder is unmapped).
  */
-import { IntervalMap } from '../common/interval-map.js';
+import { IntervalMap, type Interval } from '../common/interval-map.js';
 import type { Transaction } from './transaction.js';
 import {
   sectionToMapping,
@@ -57,8 +57,6 @@ export interface Plan {
    */
   readonly lanes: readonly (readonly PlannedOp[])[];
   readonly refused: readonly RefusedRequest[];
-  /** The table after every op succeeds (a new map; the input table is not changed). */
-  readonly expected: IntervalMap<DmaMapping>;
 }
 
 /** Result of applying the section rules to a transaction's ops. */
@@ -86,27 +84,60 @@ export function sectionRequests(
   return out;
 }
 
-/** A copy of a mapping table. */
-export function cloneTable(table: IntervalMap<DmaMapping>): IntervalMap<DmaMapping> {
-  const copy = new IntervalMap<DmaMapping>();
-  for (const m of table) copy.insert(m.start, m.end, m.value);
-  return copy;
+/**
+ * The table as a transaction's earlier requests leave it, without copying it: the live
+ * table, less the mappings they removed, plus the ones they inserted. Each query costs
+ * O(log n) on the live table plus the transaction's own changes it meets, so a transaction
+ * of k requests is planned in O(k log n) whatever the table holds.
+ */
+class TableOverlay {
+  /** Starts of live mappings the transaction removed. */
+  private readonly removed = new Set<bigint>();
+  /** Mappings the transaction inserted. */
+  private readonly added = new IntervalMap<DmaMapping>();
+
+  constructor(private readonly live: IntervalMap<DmaMapping>) {}
+
+  /** Whether anything overlaps [start, end). */
+  overlaps(start: bigint, end: bigint): boolean {
+    if (this.added.firstOverlap(start, end)) return true;
+    for (const m of this.live.overlapping(start, end)) if (!this.removed.has(m.start)) return true;
+    return false;
+  }
+
+  /** The mappings overlapping [start, end), in address order. */
+  overlapping(start: bigint, end: bigint): Interval<DmaMapping>[] {
+    const out: Interval<DmaMapping>[] = [];
+    for (const m of this.live.overlapping(start, end)) if (!this.removed.has(m.start)) out.push(m);
+    const added = [...this.added.overlapping(start, end)];
+    if (!added.length) return out;
+    return [...out, ...added].sort((a, b) => (a.start < b.start ? -1 : 1));
+  }
+
+  remove(start: bigint): void {
+    if (!this.added.remove(start)) this.removed.add(start);
+  }
+
+  insert(start: bigint, end: bigint, m: DmaMapping): void {
+    this.added.insert(start, end, m);
+  }
 }
 
 /**
  * Plans `requests` (one transaction, in order) against `table`, the container's current
- * mappings. Maps over live mappings are refused (no replace in either kernel); unmaps
- * remove every mapping they touch, whole, and re-map the parts outside the range.
+ * mappings, which it does not change. Maps over live mappings are refused (no replace in
+ * either kernel); unmaps remove every mapping they touch, whole, and re-map the parts outside
+ * the range. O(k log n) for k requests on a table of n mappings.
  */
 export function planTransaction(requests: readonly DmaRequest[], table: IntervalMap<DmaMapping>): Plan {
-  const work = cloneTable(table);
+  const work = new TableOverlay(table);
   const ops: PlannedOp[] = [];
   const refused: RefusedRequest[] = [];
   requests.forEach((r, source) => {
     if (r.type === 'map') {
       const m = r.mapping;
       if (m.size <= 0n) return void refused.push({ source, reason: 'empty' });
-      if (work.firstOverlap(m.iova, m.iova + m.size)) return void refused.push({ source, reason: 'overlap' });
+      if (work.overlaps(m.iova, m.iova + m.size)) return void refused.push({ source, reason: 'overlap' });
       work.insert(m.iova, m.iova + m.size, m);
       ops.push({ op: 'map', ...m, nonFatal: r.nonFatal ?? false, source });
       return;
@@ -114,9 +145,8 @@ export function planTransaction(requests: readonly DmaRequest[], table: Interval
     if (r.size <= 0n) return void refused.push({ source, reason: 'empty' });
     const start = r.iova;
     const end = r.iova + r.size;
-    const hit = [...work.overlapping(start, end)];
     const remainders: DmaMapping[] = [];
-    for (const { start: ms, end: me, value: m } of hit) {
+    for (const { start: ms, end: me, value: m } of work.overlapping(start, end)) {
       work.remove(ms);
       ops.push({ op: 'unmap', iova: ms, size: me - ms, source });
       if (ms < start) remainders.push({ iova: ms, size: start - ms, vaddr: m.vaddr, readonly: m.readonly });
@@ -128,7 +158,19 @@ export function planTransaction(requests: readonly DmaRequest[], table: Interval
       ops.push({ op: 'map', ...m, nonFatal: false, source });
     }
   });
-  return { ops, lanes: splitLanes(ops), refused, expected: work };
+  return { ops, lanes: splitLanes(ops), refused };
+}
+
+/**
+ * The table `plan` leaves when every op succeeds: a copy of `table` (as it was planned
+ * against) with the ops applied in order. O(n); for checks against the kernel, not the
+ * data path (which applies what the kernel answered, applyOp).
+ */
+export function planResult(table: IntervalMap<DmaMapping>, plan: Plan): IntervalMap<DmaMapping> {
+  const out = new IntervalMap<DmaMapping>();
+  for (const m of table) out.insert(m.start, m.end, m.value);
+  for (const o of plan.ops) applyOp(out, o);
+  return out;
 }
 
 /**
