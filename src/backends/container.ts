@@ -6,13 +6,8 @@
  */
 import type { DmaTarget } from './dma.js';
 import type { VfioDevice } from './device.js';
+import type { IovaRange } from '../uapi/iommufd.js';
 import type { VfioError } from './errors.js';
-
-/** An inclusive IOVA range [start, last] the container can map. */
-export interface IovaRange {
-  start: bigint;
-  last: bigint;
-}
 
 /** What a container can do (QEMU's VFIOContainer base-class fields). */
 export interface ContainerInfo {

@@ -39,7 +39,8 @@ import {
   vfio_pci_hot_reset,
 } from '../uapi/index.js';
 import { bitmapBytes, HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
-import type { ContainerBackend, ContainerInfo, DataplaneTarget, IovaRange } from './container.js';
+import type { ContainerBackend, ContainerInfo, DataplaneTarget } from './container.js';
+import type { IovaRange } from '../uapi/iommufd.js';
 import type { VfioDevice } from './device.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll, ioasCopy, type DmaTarget } from './dma.js';
 import { VfioError } from './errors.js';

@@ -5,6 +5,7 @@
  * branch maps BARs only when aligned to the IOMMU's smallest page, with non-fatal failure.
  * The same rules give the range region_del unmaps, so add and del always agree.
  */
+import type { IovaRange } from '../uapi/iommufd.js';
 
 /** What backs a region: anonymous memory at `vaddr`, or a file (memfd) mapped at `vaddr`. */
 export type RegionBacking = { vaddr: bigint } | { fd: number; offset: bigint; vaddr: bigint };
@@ -29,12 +30,6 @@ export interface DmaMapping {
   readonly size: bigint;
   readonly vaddr: bigint;
   readonly readonly: boolean;
-}
-
-/** An inclusive IOVA range the container accepts (IOMMU_IOAS_IOVA_RANGES, type1 CAP_IOVA_RANGE). */
-export interface IovaRange {
-  readonly start: bigint;
-  readonly last: bigint;
 }
 
 /** Why a section is silently skipped (a trace point in QEMU, not an error). */

@@ -36,6 +36,16 @@ export const iommu_ioas_alloc = struct('iommu_ioas_alloc', { size: 'u32', flags:
 /** struct iommu_iova_range: an inclusive [start, last] range. */
 export const iommu_iova_range = struct('iommu_iova_range', { start: 'u64', last: 'u64' });
 
+/**
+ * An inclusive IOVA range [start, last] as the engine passes it around: what
+ * IOMMU_IOAS_IOVA_RANGES (struct iommu_iova_range) and type1's VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE
+ * (struct vfio_iova_range) report a container may map.
+ */
+export interface IovaRange {
+  readonly start: bigint;
+  readonly last: bigint;
+}
+
 /** struct iommu_ioas_iova_ranges */
 export const iommu_ioas_iova_ranges = struct('iommu_ioas_iova_ranges', {
   size: 'u32',
