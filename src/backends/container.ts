@@ -21,9 +21,6 @@ export interface ContainerInfo {
   dirtyPagesSupported: boolean;
 }
 
-/** Where a worker thread sends DMA ioctls for a container (fds stay owned by the main thread). */
-export type DataplaneTarget = DmaTarget;
-
 /** The backend ops of one container (QEMU's VFIOIOMMUClass, grouped by concern as there). */
 export interface ContainerBackend {
   /** Which backend. */
@@ -61,7 +58,7 @@ export interface ContainerBackend {
   /** Unmaps [iova, iova + size), or everything with unmapAll; returns the bytes unmapped. */
   dmaUnmap(iova: bigint, size: bigint, opts?: { unmapAll?: boolean }): bigint;
   /** What the data plane needs to issue DMA ioctls for this container from a worker thread. */
-  dataplaneTarget(): DataplaneTarget;
+  dataplaneTarget(): DmaTarget;
 
   // --- migration feature
   /** Starts or stops dirty page tracking; a no-op when unsupported or already in that state. */

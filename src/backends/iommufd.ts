@@ -39,7 +39,7 @@ import {
   vfio_pci_hot_reset,
 } from '../uapi/index.js';
 import { bitmapBytes, HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
-import type { ContainerBackend, ContainerInfo, DataplaneTarget } from './container.js';
+import type { ContainerBackend, ContainerInfo } from './container.js';
 import type { IovaRange } from '../uapi/iommufd.js';
 import type { VfioDevice } from './device.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll, ioasCopy, type DmaTarget } from './dma.js';
@@ -485,7 +485,7 @@ export class IommufdContainer implements ContainerBackend {
     }
   }
 
-  dataplaneTarget(): DataplaneTarget {
+  dataplaneTarget(): DmaTarget {
     return { kind: 'iommufd', iommufd: this.backend.fd, ioasId: this.ioasId } satisfies DmaTarget;
   }
 

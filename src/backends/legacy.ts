@@ -34,7 +34,7 @@ import {
   vfio_pci_hot_reset,
 } from '../uapi/index.js';
 import { bitmapBytes, HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
-import type { ContainerBackend, ContainerInfo, DataplaneTarget } from './container.js';
+import type { ContainerBackend, ContainerInfo } from './container.js';
 import type { VfioDevice } from './device.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll, type DmaTarget } from './dma.js';
 import { VfioError } from './errors.js';
@@ -400,7 +400,7 @@ export class LegacyContainer implements ContainerBackend {
     }
   }
 
-  dataplaneTarget(): DataplaneTarget {
+  dataplaneTarget(): DmaTarget {
     return this.liveTarget();
   }
 
