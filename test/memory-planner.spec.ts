@@ -70,6 +70,40 @@ describe('memory/planner', function () {
     expect(plan.ops.map(brief)).to.deep.equal(['unmap 0+2', 'unmap 3+1', 'unmap 6+2', 'map 0+1', 'map 7+1']);
   });
 
+  it('sorted, disjoint maps (a bulk add): one lane each, refused only where the live table has something', function () {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.integer({ min: 0, max: 200 }), { maxLength: 40 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 3 })), { maxLength: 60 }),
+        (livePages, steps) => {
+          const t = tableOf(...livePages.map((p) => m(p * 4, 2)));
+          const reqs: DmaRequest[] = [];
+          let page = 0;
+          for (const [gap, pages] of steps) {
+            page += gap;
+            reqs.push(map(page, pages));
+            page += pages;
+          }
+          const plan = planTransaction(reqs, t);
+          const hits = (r: DmaRequest) =>
+            r.type === 'map' && !!t.firstOverlap(r.mapping.iova, r.mapping.iova + r.mapping.size);
+          expect(plan.refused).to.deep.equal(
+            reqs.flatMap((r, source) => (hits(r) ? [{ source, reason: 'overlap' }] : [])),
+          );
+          expect(plan.ops.map((o) => o.source)).to.deep.equal(
+            reqs.flatMap((r, source) => (hits(r) ? [] : [source])),
+          );
+          expect(plan.lanes).to.deep.equal(plan.ops.map((o) => [o]));
+          // The general path gives the same ops: the same requests with one no-op unmap in front.
+          const general = planTransaction([unmap(100_000, 1), ...reqs], t);
+          expect(general.ops.map(brief)).to.deep.equal(plan.ops.map(brief));
+          expect(rows(planResult(t, general))).to.deep.equal(rows(planResult(t, plan)));
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   it('refuses a map over a live mapping (no replace) and empty requests; unmapping nothing is no op', function () {
     const plan = planTransaction([map(1, 2), unmap(9, 1), map(5, 0)], tableOf(m(0, 2)));
     expect(plan.ops).to.deep.equal([]);

@@ -130,6 +130,7 @@ class TableOverlay {
  * the range. O(k log n) for k requests on a table of n mappings.
  */
 export function planTransaction(requests: readonly DmaRequest[], table: IntervalMap<DmaMapping>): Plan {
+  if (sortedDisjointMaps(requests)) return planSortedMaps(requests, table);
   const work = new TableOverlay(table);
   const ops: PlannedOp[] = [];
   const refused: RefusedRequest[] = [];
@@ -171,6 +172,31 @@ export function planResult(table: IntervalMap<DmaMapping>, plan: Plan): Interval
   for (const m of table) out.insert(m.start, m.end, m.value);
   for (const o of plan.ops) applyOp(out, o);
   return out;
+}
+
+/** Whether every request maps, in IOVA order, none overlapping the next (a bulk add, a boot map). */
+function sortedDisjointMaps(requests: readonly DmaRequest[]): boolean {
+  let end = 0n;
+  for (const r of requests) {
+    if (r.type !== 'map' || r.mapping.size <= 0n || r.mapping.iova < end) return false;
+    end = r.mapping.iova + r.mapping.size;
+  }
+  return true;
+}
+
+/**
+ * The fast path of planTransaction for sorted, disjoint maps: none can meet another, so each
+ * is checked against the live table alone, and each is a lane of its own.
+ */
+function planSortedMaps(requests: readonly DmaRequest[], table: IntervalMap<DmaMapping>): Plan {
+  const ops: PlannedOp[] = [];
+  const refused: RefusedRequest[] = [];
+  requests.forEach((r, source) => {
+    const m = (r as Extract<DmaRequest, { type: 'map' }>).mapping;
+    if (table.firstOverlap(m.iova, m.iova + m.size)) return void refused.push({ source, reason: 'overlap' });
+    ops.push({ op: 'map', ...m, nonFatal: (r as { nonFatal?: boolean }).nonFatal ?? false, source });
+  });
+  return { ops, lanes: ops.map((o) => [o]), refused };
 }
 
 /**
