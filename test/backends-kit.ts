@@ -8,7 +8,8 @@ import { readdirSync, readlinkSync } from 'node:fs';
 import { expect } from 'chai';
 import { VfioError } from '../src/backends/errors.js';
 import { SyscallError, requestFields, type ErrorFields } from '../src/port/errors.js';
-import { MAP, MFD, PROT, type IoctlArg, type SyscallPort } from '../src/port/port.js';
+import { type IoctlArg, type SyscallPort } from '../src/port/port.js';
+import { MAP, MFD, PROT } from '../src/uapi/libc.js';
 import { errnoName } from '../src/uapi/errno.js';
 import type { Ioctl } from '../src/uapi/layout.js';
 

@@ -4,7 +4,8 @@
 // the errors they give.
 import { expect } from 'chai';
 import { SyscallError } from '../src/port/errors.js';
-import { O, type SyscallPort } from '../src/port/port.js';
+import { type SyscallPort } from '../src/port/port.js';
+import { O } from '../src/uapi/libc.js';
 import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
 import { defaultTopology } from '../src/kernel/topology.js';
 import { vfioDiscoverDevice } from '../src/backends/discovery.js';

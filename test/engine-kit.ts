@@ -1,7 +1,8 @@
 // Helpers of the engine suites: guest RAM, and a probe that the engine's tables equal the kernel's.
 import { expect } from 'chai';
 import type { AddressSpace, Engine } from '../src/engine.js';
-import { MAP, MFD, PROT, type SyscallPort } from '../src/port/port.js';
+import { type SyscallPort } from '../src/port/port.js';
+import { MAP, MFD, PROT } from '../src/uapi/libc.js';
 
 export const MiB = 1n << 20n;
 

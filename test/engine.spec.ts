@@ -3,7 +3,7 @@ import { Subject } from 'rxjs';
 import { VfioError } from '../src/backends/errors.js';
 import type { IommufdContainer } from '../src/backends/iommufd.js';
 import { LegacyContainer } from '../src/backends/legacy.js';
-import { O, RLIMIT } from '../src/port/port.js';
+import { O, RLIMIT } from '../src/uapi/libc.js';
 import { createEngine, type Engine } from '../src/engine.js';
 import type { ListenerEvent } from '../src/memory/transaction.js';
 import type { MemoryRegion } from '../src/actors/address-space.js';

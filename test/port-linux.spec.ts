@@ -3,7 +3,7 @@ import { Piscina } from 'piscina';
 import { LinuxPort } from '../src/port/linux.js';
 import { SyscallError } from '../src/port/errors.js';
 import { StartupTracker } from '../src/port/native-guard.js';
-import { MAP, MFD, O, PROT, RLIMIT } from '../src/port/port.js';
+import { MAP, MFD, O, PROT, RLIMIT } from '../src/uapi/libc.js';
 import {
   ERRNO,
   IOMMU_IOAS_ALLOC,

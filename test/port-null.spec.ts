@@ -5,7 +5,7 @@ import { DEFAULT_DRIVERS } from '../src/kernel/drivers.js';
 import { testVmTopology } from '../src/kernel/topology.js';
 import { LinuxPort } from '../src/port/linux.js';
 import { NullPort } from '../src/port/null.js';
-import { O } from '../src/port/port.js';
+import { O } from '../src/uapi/libc.js';
 import { SimPort } from '../src/port/sim.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll } from '../src/backends/dma.js';
 import { IOMMU_IOAS_ALLOC, iommu_ioas_alloc } from '../src/uapi/index.js';

@@ -4,7 +4,7 @@
 // translation, HWPTs, hardware info and teardown. B5 #n: anchors-style-and-reliability.md.
 import { expect } from 'chai';
 import { defaultTopology } from '../src/kernel/topology.js';
-import { PROT, RLIMIT } from '../src/port/port.js';
+import { PROT, RLIMIT } from '../src/uapi/libc.js';
 import { SimPort } from '../src/port/sim.js';
 import {
   IOMMU_GET_HW_INFO,

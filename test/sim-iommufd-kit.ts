@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { SyscallError } from '../src/port/errors.js';
 import { LinuxPort } from '../src/port/linux.js';
-import { MAP, MFD, O, PROT } from '../src/port/port.js';
+import { MAP, MFD, O, PROT } from '../src/uapi/libc.js';
 import { SimPort } from '../src/port/sim.js';
 import { SimKernel } from '../src/kernel/kernel.js';
 import { KernelErrno } from '../src/kernel/errno.js';

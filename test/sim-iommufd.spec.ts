@@ -34,7 +34,7 @@ import {
 } from '../src/uapi/index.js';
 import { IOMMU_TEST_CMD, IOMMU_TEST_OP, iommu_test_cmd_add_reserved } from '../src/uapi/iommufd-test.js';
 import type { StructInfo } from '../src/uapi/layout.js';
-import { PROT } from '../src/port/port.js';
+import { PROT } from '../src/uapi/libc.js';
 import { expectErrno, PAGE, RW, Sim, U64_MAX } from './sim-iommufd-kit.js';
 
 const IOCTLS: [Ioctl, string][] = [

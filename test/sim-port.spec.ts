@@ -3,7 +3,7 @@ import { Piscina } from 'piscina';
 import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
 import { SyscallError } from '../src/port/errors.js';
 import { StartupTracker } from '../src/port/native-guard.js';
-import { MAP, MFD, O, PROT, RLIMIT } from '../src/port/port.js';
+import { MAP, MFD, O, PROT, RLIMIT } from '../src/uapi/libc.js';
 import { IOMMU_IOAS_ALLOC, iommu_ioas_alloc } from '../src/uapi/index.js';
 
 describe('SimPort: the channel to the simulated kernel thread', function () {

@@ -7,7 +7,7 @@ import type { IommuDevice, IommufdBinding, IoctlIn, SimFile } from '../src/kerne
 import { vfioDriver, vfioOf, type VfioDriver } from '../src/kernel/vfio/driver.js';
 import { SyscallError } from '../src/port/errors.js';
 import { LinuxPort } from '../src/port/linux.js';
-import { MAP, MFD, O, PROT, RLIMIT } from '../src/port/port.js';
+import { MAP, MFD, O, PROT, RLIMIT } from '../src/uapi/libc.js';
 import { SimPort } from '../src/port/sim.js';
 import { errnoName } from '../src/uapi/errno.js';
 import {

@@ -5,7 +5,7 @@ import { IntervalMap } from '../src/common/interval-map.js';
 import { slotsInUse } from '../src/kernel/channel.js';
 import { planResult, planTransaction, type DmaRequest } from '../src/memory/planner.js';
 import type { DmaMapping } from '../src/memory/sections.js';
-import { MAP, MFD, O, PROT } from '../src/port/port.js';
+import { MAP, MFD, O, PROT } from '../src/uapi/libc.js';
 import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
 import {
   ERRNO,

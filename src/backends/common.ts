@@ -3,7 +3,8 @@
  * watch on container fds closed behind the engine's back, scratch process memory for ioctls
  * whose arguments point at user buffers, and the PCI hot-reset query.
  */
-import { MAP, PROT, type SyscallPort } from '../port/port.js';
+import { type SyscallPort } from '../port/port.js';
+import { MAP, PROT } from '../uapi/libc.js';
 import { SyscallError } from '../port/errors.js';
 import {
   ERRNO,

@@ -6,7 +6,8 @@
  * HWPT when the kernel accepts one.
  */
 import { SyscallError } from '../port/errors.js';
-import { O, type SyscallPort } from '../port/port.js';
+import { type SyscallPort } from '../port/port.js';
+import { O } from '../uapi/libc.js';
 import {
   ERRNO,
   IOMMU_DESTROY,

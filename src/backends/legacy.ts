@@ -6,7 +6,7 @@
  * container is closed and the kernel drops every mapping.
  */
 import { SyscallError } from '../port/errors.js';
-import { O } from '../port/port.js';
+import { O } from '../uapi/libc.js';
 import {
   ERRNO,
   VFIO_API,

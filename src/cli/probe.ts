@@ -7,7 +7,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import { SyscallError } from '../port/errors.js';
-import { O, RLIMIT, RLIM_INFINITY, type SyscallPort } from '../port/port.js';
+import { type SyscallPort } from '../port/port.js';
+import { O, RLIMIT, RLIM_INFINITY } from '../uapi/libc.js';
 import {
   IOMMU_DESTROY,
   IOMMU_IOAS_ALLOC,

@@ -8,7 +8,7 @@
 import { createEngine, traceInspector } from '../engine.js';
 import type { MemoryRegion } from '../actors/address-space.js';
 import type { EngineEvent } from '../actors/events.js';
-import { MAP, MFD, PROT } from '../port/port.js';
+import { MAP, MFD, PROT } from '../uapi/libc.js';
 import type { Topology } from '../kernel/topology.js';
 import type { Scenario, ScenarioRegion } from './scenario.js';
 

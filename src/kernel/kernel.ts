@@ -9,7 +9,7 @@
  * channel), which gives the per-ioctl atomicity of the real kernel.
  */
 import type { Rlimit, SyscallPort } from '../port/port.js';
-import { MFD, RLIMIT } from '../port/port.js';
+import { MFD, RLIMIT } from '../uapi/libc.js';
 import { SyscallError } from '../port/errors.js';
 import { KernelErrno, kfail } from './errno.js';
 import { ProcessMemory } from './memory.js';

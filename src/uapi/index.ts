@@ -4,3 +4,4 @@ export * from './errno.js';
 export * from './iommufd.js';
 export * from './iommufd-test.js';
 export * from './vfio.js';
+export * from './libc.js';

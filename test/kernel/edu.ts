@@ -4,7 +4,7 @@
  * through the device fd, and the device's DMA engine. Facts from /work/shared/vm/README.md.
  */
 import { expect } from 'chai';
-import { MAP, PROT } from '../../src/port/port.js';
+import { MAP, PROT } from '../../src/uapi/libc.js';
 import { VFIO_DEVICE_GET_REGION_INFO, VFIO_PCI_REGION, vfio_region_info } from '../../src/uapi/index.js';
 import type { Resources } from './kit.js';
 

@@ -8,7 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import { SyscallError } from '../../src/port/errors.js';
-import { MAP, MFD, O, PROT, type SyscallPort } from '../../src/port/port.js';
+import { type SyscallPort } from '../../src/port/port.js';
+import { MAP, MFD, O, PROT } from '../../src/uapi/libc.js';
 import {
   IOMMU_DESTROY,
   IOMMU_IOAS_ALLOC,

@@ -1,7 +1,7 @@
 // uapi conformance, part 1: the IOAS ioctls of /dev/iommu with no device attached,
 // against the real kernel. Rules: anchors-mission.md 4.3 and the B5 table (cited as B5 #n).
 import { expect } from 'chai';
-import { O } from '../../src/port/port.js';
+import { O } from '../../src/uapi/libc.js';
 import {
   IOMMU_DESTROY,
   IOMMU_IOAS_ALLOC,

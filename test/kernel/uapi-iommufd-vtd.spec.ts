@@ -4,7 +4,7 @@
 // The tests of this suite run in order on one bound device.
 import { VTD_IOMMU } from '../../src/kernel/topology.js';
 import { expect } from 'chai';
-import { PROT, MAP } from '../../src/port/port.js';
+import { PROT, MAP } from '../../src/uapi/libc.js';
 import {
   IOMMU_DESTROY,
   IOMMU_FAULT_QUEUE_ALLOC,

@@ -31,7 +31,7 @@ import {
   vfio_pci_hot_reset_info,
   vfio_region_info,
 } from '../../src/uapi/index.js';
-import { MAP, PROT } from '../../src/port/port.js';
+import { MAP, PROT } from '../../src/uapi/libc.js';
 import { describeKernel } from './guest.js';
 import { eduPair, expectErrno, iommufdFixture, Resources } from './kit.js';
 import type { EduDevice } from './guest.js';

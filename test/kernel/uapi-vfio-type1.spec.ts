@@ -4,7 +4,7 @@
 // is VT-d's (39-bit aperture): this suite runs in the vtd VM; virtio-iommu's type1 facts
 // are in uapi-iommufd-virtio.
 import { expect } from 'chai';
-import { MAP, PROT } from '../../src/port/port.js';
+import { MAP, PROT } from '../../src/uapi/libc.js';
 import {
   VFIO_API,
   VFIO_CHECK_EXTENSION,

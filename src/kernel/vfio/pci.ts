@@ -8,7 +8,7 @@ import { kfail } from '../errno.js';
 import type { SimKernel } from '../kernel.js';
 import type { DeviceSpec, IommuSpec } from '../topology.js';
 import type { DmaTranslator, IommuDevice, IommufdBinding } from '../types.js';
-import { MAP, MFD, PROT } from '../../port/port.js';
+import { MAP, MFD, PROT } from '../../uapi/libc.js';
 import { VFIO_IRQ_INFO, VFIO_PCI_IRQ, VFIO_PCI_REGION, VFIO_REGION_INFO_FLAG } from '../../uapi/vfio.js';
 import { PAGE_SIZE } from './context.js';
 import { EduEngine } from './edu.js';
