@@ -9,7 +9,7 @@ import { defaultTopology, type Topology } from './kernel/topology.js';
 import { LinuxPort } from './port/linux.js';
 import type { SyscallPort } from './port/port.js';
 import { NullPort } from './port/null.js';
-import { SimPort, type SimKernelHandle } from './port/sim.js';
+import { SimPort, type SimKernelHandle } from './kernel/sim-port.js';
 import { DmaPool } from './workers/pool.js';
 import { AddressSpace } from './actors/address-space.js';
 import type { EngineEvent } from './actors/events.js';

@@ -8,7 +8,7 @@ export * from './uapi/index.js';
 export { SyscallError, type ErrorFields, type SerializedSyscallError } from './port/errors.js';
 export { LinuxPort } from './port/linux.js';
 export { type IoctlArg, type Rlimit, type SyscallPort } from './port/port.js';
-export { SimPort, type SimKernelHandle } from './port/sim.js';
+export { SimPort, type SimKernelHandle } from './kernel/sim-port.js';
 export {
   defaultTopology,
   testVmTopology,

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { LINUX_CHANGES, linuxAtLeast } from '../src/kernel/release.js';
 import { defaultTopology } from '../src/kernel/topology.js';
 import { SyscallError } from '../src/port/errors.js';
-import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
+import { SimPort, type SimKernelHandle } from '../src/kernel/sim-port.js';
 import { vfioDeviceAttach, type VfioDevice } from '../src/backends/device.js';
 import { VfioHost } from '../src/backends/host.js';
 import type { IommufdContainer, IommufdHwpt } from '../src/backends/iommufd.js';

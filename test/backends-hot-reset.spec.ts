@@ -23,7 +23,7 @@ import { vfioOf, type VfioDriver } from '../src/kernel/vfio/driver.js';
 import { SyscallError } from '../src/port/errors.js';
 import { LinuxPort } from '../src/port/linux.js';
 import { O } from '../src/uapi/libc.js';
-import { SimPort } from '../src/port/sim.js';
+import { SimPort } from '../src/kernel/sim-port.js';
 import { VFIO_DEVICE_PCI_HOT_RESET, vfio_pci_hot_reset } from '../src/uapi/index.js';
 import { expectVfioError, simFds } from './backends-kit.js';
 

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { SyscallError } from '../src/port/errors.js';
 import { type SyscallPort } from '../src/port/port.js';
 import { O } from '../src/uapi/libc.js';
-import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
+import { SimPort, type SimKernelHandle } from '../src/kernel/sim-port.js';
 import { defaultTopology } from '../src/kernel/topology.js';
 import { vfioDiscoverDevice } from '../src/backends/discovery.js';
 import { VfioError } from '../src/backends/errors.js';

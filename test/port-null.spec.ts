@@ -6,7 +6,7 @@ import { testVmTopology } from '../src/kernel/topology.js';
 import { LinuxPort } from '../src/port/linux.js';
 import { NullPort } from '../src/port/null.js';
 import { O } from '../src/uapi/libc.js';
-import { SimPort } from '../src/port/sim.js';
+import { SimPort } from '../src/kernel/sim-port.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll } from '../src/backends/dma.js';
 import { IOMMU_IOAS_ALLOC, iommu_ioas_alloc } from '../src/uapi/index.js';
 

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { defaultTopology } from '../src/kernel/topology.js';
 import { PROT, RLIMIT } from '../src/uapi/libc.js';
-import { SimPort } from '../src/port/sim.js';
+import { SimPort } from '../src/kernel/sim-port.js';
 import {
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,

@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { SyscallError } from '../src/port/errors.js';
 import { LinuxPort } from '../src/port/linux.js';
 import { MAP, MFD, O, PROT } from '../src/uapi/libc.js';
-import { SimPort } from '../src/port/sim.js';
+import { SimPort } from '../src/kernel/sim-port.js';
 import { SimKernel } from '../src/kernel/kernel.js';
 import { KernelErrno } from '../src/kernel/errno.js';
 import { makeIommufdDriver, type IommufdFile } from '../src/kernel/iommufd/index.js';

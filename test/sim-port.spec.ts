@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { Piscina } from 'piscina';
-import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
+import { SimPort, type SimKernelHandle } from '../src/kernel/sim-port.js';
 import { SyscallError } from '../src/port/errors.js';
 import { StartupTracker } from '../src/port/native-guard.js';
 import { MAP, MFD, O, PROT, RLIMIT } from '../src/uapi/libc.js';

@@ -8,7 +8,7 @@ import { vfioDriver, vfioOf, type VfioDriver } from '../src/kernel/vfio/driver.j
 import { SyscallError } from '../src/port/errors.js';
 import { LinuxPort } from '../src/port/linux.js';
 import { MAP, MFD, O, PROT, RLIMIT } from '../src/uapi/libc.js';
-import { SimPort } from '../src/port/sim.js';
+import { SimPort } from '../src/kernel/sim-port.js';
 import { errnoName } from '../src/uapi/errno.js';
 import {
   VFIO_CHECK_EXTENSION,

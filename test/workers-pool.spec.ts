@@ -6,7 +6,7 @@ import { slotsInUse } from '../src/kernel/channel.js';
 import { planResult, planTransaction, type DmaRequest } from '../src/memory/planner.js';
 import type { DmaMapping } from '../src/memory/sections.js';
 import { MAP, MFD, O, PROT } from '../src/uapi/libc.js';
-import { SimPort, type SimKernelHandle } from '../src/port/sim.js';
+import { SimPort, type SimKernelHandle } from '../src/kernel/sim-port.js';
 import {
   ERRNO,
   IOMMU_IOAS_ALLOC,

@@ -16,7 +16,7 @@ import { testVmTopology } from '../kernel/topology.js';
 import { LinuxPort } from '../port/linux.js';
 import { type SyscallPort } from '../port/port.js';
 import { MAP, MFD, O, PROT } from '../uapi/libc.js';
-import { SimPort } from '../port/sim.js';
+import { SimPort } from '../kernel/sim-port.js';
 import { IOMMU_IOAS_ALLOC, iommu_ioas_alloc } from '../uapi/iommufd.js';
 import type { BenchKernel, BenchSample } from './types.js';
 

@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { LinuxPort } from '../port/linux.js';
-import { SimPort } from '../port/sim.js';
+import { SimPort } from '../kernel/sim-port.js';
 import type { SyscallPort } from '../port/port.js';
 import { IOCTLS, STRUCTS } from '../uapi/index.js';
 import { defaultTopology, loadTopology, testVmTopology, type Topology } from '../kernel/topology.js';

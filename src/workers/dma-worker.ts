@@ -13,7 +13,7 @@ import { LinuxPort } from '../port/linux.js';
 import { threadStarted } from '../port/native-guard.js';
 import type { SyscallPort } from '../port/port.js';
 import { NullPort } from '../port/null.js';
-import { SimPort } from '../port/sim.js';
+import { SimPort } from '../kernel/sim-port.js';
 import type { ChannelShared } from '../kernel/channel.js';
 import { executeBatch, Journal, type CrashHook } from './batch.js';
 

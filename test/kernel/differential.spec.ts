@@ -2,7 +2,7 @@ import os from 'node:os';
 import fc from 'fast-check';
 import { testVmTopology } from '../../src/kernel/topology.js';
 import { LinuxPort } from '../../src/port/linux.js';
-import { SimPort, type SimKernelHandle } from '../../src/port/sim.js';
+import { SimPort, type SimKernelHandle } from '../../src/kernel/sim-port.js';
 import {
   compareTraces,
   firstGroup,

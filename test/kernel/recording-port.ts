@@ -8,7 +8,7 @@
 import os from 'node:os';
 import { SyscallError } from '../../src/port/errors.js';
 import { LinuxPort } from '../../src/port/linux.js';
-import { SimPort } from '../../src/port/sim.js';
+import { SimPort } from '../../src/kernel/sim-port.js';
 import { parseLinuxRelease, SIMULATED_LINUX } from '../../src/kernel/release.js';
 import { testVmTopology, type Topology } from '../../src/kernel/topology.js';
 import type { IommuVariant } from '../../vm/run.js';

@@ -13,15 +13,15 @@ import {
   stopChannel,
   waitReady,
   type ChannelShared,
-} from '../kernel/channel.js';
-import type { SimKernel, SysCall, SysResult, VfsCall } from '../kernel/kernel.js';
-import type { KernelThreadData } from '../kernel/thread.js';
-import { defaultTopology, type Topology } from '../kernel/topology.js';
+} from './channel.js';
+import type { SimKernel, SysCall, SysResult, VfsCall } from './kernel.js';
+import type { KernelThreadData } from './thread.js';
+import { defaultTopology, type Topology } from './topology.js';
 import type { Ioctl } from '../uapi/layout.js';
-import { SyscallError, requestFields, type ErrorFields } from './errors.js';
-import { LinuxPort } from './linux.js';
-import { endThread, StartupTracker } from './native-guard.js';
-import type { IoctlArg, Rlimit, SyscallPort } from './port.js';
+import { SyscallError, requestFields, type ErrorFields } from '../port/errors.js';
+import { LinuxPort } from '../port/linux.js';
+import { endThread, StartupTracker } from '../port/native-guard.js';
+import type { IoctlArg, Rlimit, SyscallPort } from '../port/port.js';
 
 type Call = (c: SysCall) => SysResult;
 
