@@ -39,8 +39,9 @@ import {
   vfio_device_detach_iommufd_pt,
   vfio_pci_hot_reset,
 } from '../uapi/index.js';
-import { bitmapBytes, HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
-import type { ContainerBackend, ContainerInfo } from './container.js';
+import { HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
+import type { ContainerBackend } from './container.js';
+import { ContainerBase } from './container-base.js';
 import type { IovaRange } from '../uapi/iommufd.js';
 import type { VfioDevice } from './device.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll, ioasCopy, type DmaTarget } from './dma.js';
@@ -266,28 +267,21 @@ export function iommufdCdevAttach(host: VfioHost, dev: VfioDevice, backend: Iomm
 }
 
 /** An IOAS of an iommufd object serving one address space (QEMU's VFIOIOMMUFDContainer). */
-export class IommufdContainer implements ContainerBackend {
+export class IommufdContainer extends ContainerBase implements ContainerBackend {
   readonly kind = 'iommufd' as const;
-  readonly devices: VfioDevice[] = [];
   /** HWPTs allocated in the IOAS, with their devices. */
   readonly hwpts: IommufdHwpt[] = [];
-  info: ContainerInfo = {
-    pgsizes: HOST_PAGE,
-    iovaRanges: [],
-    dmaMaxMappings: null,
-    dirtyPagesSupported: false,
-  };
-  dirtyPagesStarted = false;
-  destroyed = false;
 
   private constructor(
-    private readonly host: VfioHost,
+    host: VfioHost,
     /** The iommufd object the IOAS lives in. */
     readonly backend: IommufdBackend,
     /** The IOAS id. */
     readonly ioasId: number,
     readonly space: string,
-  ) {}
+  ) {
+    super(host);
+  }
 
   /** A new IOAS on `backend` for `space` (the container holds one user of the object). */
   static create(host: VfioHost, backend: IommufdBackend, space: string): IommufdContainer {
@@ -491,8 +485,7 @@ export class IommufdContainer implements ContainerBackend {
   }
 
   /** iommufd_set_dirty_page_tracking(): every DIRTY HWPT, rolled back if one fails. */
-  setDirtyPageTracking(start: boolean): void {
-    if (!this.info.dirtyPagesSupported || this.dirtyPagesStarted === start) return;
+  protected setDirtyTracking(start: boolean): void {
     const done: IommufdHwpt[] = [];
     for (const h of this.hwpts) {
       if (!(h.flags & IOMMU_HWPT_ALLOC_FLAGS.ALLOC_DIRTY_TRACKING)) continue;
@@ -513,23 +506,13 @@ export class IommufdContainer implements ContainerBackend {
         });
       }
     }
-    this.dirtyPagesStarted = start;
   }
 
   /** iommufd_query_dirty_bitmap(): the union of every DIRTY HWPT's bitmap (reading clears). */
-  queryDirtyBitmap(iova: bigint, size: bigint, pageSize: bigint): Uint8Array {
-    const bytes = bitmapBytes(size, pageSize);
-    if (!this.info.dirtyPagesSupported || !this.dirtyPagesStarted) return new Uint8Array(bytes).fill(0xff);
-    try {
-      return withScratch(this.host.port, bytes, (va, mem) => {
-        for (const h of this.hwpts) {
-          if (h.flags & IOMMU_HWPT_ALLOC_FLAGS.ALLOC_DIRTY_TRACKING)
-            this.backend.getHwptDirtyBitmap(h.id, iova, size, pageSize, va);
-        }
-        return mem.slice(0, bytes);
-      });
-    } catch (e) {
-      throw VfioError.wrap(e, { op: 'query_dirty_bitmap', iova, size, target: this.describe() });
+  protected readDirtyBitmap(iova: bigint, size: bigint, pageSize: bigint, va: bigint): void {
+    for (const h of this.hwpts) {
+      if (h.flags & IOMMU_HWPT_ALLOC_FLAGS.ALLOC_DIRTY_TRACKING)
+        this.backend.getHwptDirtyBitmap(h.id, iova, size, pageSize, va);
     }
   }
 
@@ -563,21 +546,8 @@ export class IommufdContainer implements ContainerBackend {
     }
   }
 
-  destroy(): void {
-    const errors: unknown[] = [];
-    for (const dev of [...this.devices]) {
-      try {
-        dev.close();
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-    try {
-      this.close();
-    } catch (e) {
-      errors.push(e);
-    }
-    if (errors.length) throw VfioError.wrap(errors[0], { op: 'destroy', target: this.describe() });
+  protected release(): void {
+    this.close();
   }
 
   /** iommufd_cdev_container_destroy(): unmap everything, destroy the IOAS, drop the object. */

@@ -33,8 +33,9 @@ import {
   vfio_iova_range,
   vfio_pci_hot_reset,
 } from '../uapi/index.js';
-import { bitmapBytes, HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo, withScratch } from './common.js';
+import { bitmapBytes, HOST_PAGE, OwnedFd, Unwind, vfioGetPciHotResetInfo } from './common.js';
 import type { ContainerBackend, ContainerInfo } from './container.js';
+import { ContainerBase } from './container-base.js';
 import type { VfioDevice } from './device.js';
 import { dmaMap, dmaUnmap, dmaUnmapAll, type DmaTarget } from './dma.js';
 import { VfioError } from './errors.js';
@@ -156,35 +157,27 @@ function vfioContainerConnect(host: VfioHost, group: VfioGroup): void {
 }
 
 /** A type1 container (QEMU's VFIOLegacyContainer). */
-export class LegacyContainer implements ContainerBackend {
+export class LegacyContainer extends ContainerBase implements ContainerBackend {
   readonly kind = 'legacy' as const;
-  readonly devices: VfioDevice[] = [];
   /** Groups in the container. */
   readonly groups: VfioGroup[] = [];
   /** VFIO_TYPE1v2_IOMMU or VFIO_TYPE1_IOMMU. */
   readonly iommuType: number;
-  info: ContainerInfo = {
-    pgsizes: HOST_PAGE,
-    iovaRanges: [],
-    dmaMaxMappings: null,
-    dirtyPagesSupported: false,
-  };
   /** CHECK_EXTENSION(VFIO_UNMAP_ALL). */
   unmapAllSupported = false;
   /** Dirty bitmap page sizes (migration cap). */
   dirtyPgsizes = 0n;
   /** Largest dirty bitmap the kernel returns, bytes (migration cap). */
   maxDirtyBitmapSize = 0n;
-  dirtyPagesStarted = false;
-  destroyed = false;
   private readonly file: OwnedFd;
 
   private constructor(
-    private readonly host: VfioHost,
+    host: VfioHost,
     fd: number,
     readonly space: string,
     iommuType: number,
   ) {
+    super(host);
     this.iommuType = iommuType;
     this.file = new OwnedFd(host.port, fd, `legacy container fd ${fd}`);
   }
@@ -404,8 +397,7 @@ export class LegacyContainer implements ContainerBackend {
     return this.liveTarget();
   }
 
-  setDirtyPageTracking(start: boolean): void {
-    if (!this.info.dirtyPagesSupported || this.dirtyPagesStarted === start) return;
+  protected setDirtyTracking(start: boolean): void {
     const d = vfio_iommu_type1_dirty_bitmap.view().reset();
     d.flags = start ? VFIO_IOMMU_DIRTY_PAGES_FLAG.START : VFIO_IOMMU_DIRTY_PAGES_FLAG.STOP;
     try {
@@ -413,31 +405,21 @@ export class LegacyContainer implements ContainerBackend {
     } catch (e) {
       throw VfioError.wrap(e, { op: 'set_dirty_page_tracking', target: this.describe() });
     }
-    this.dirtyPagesStarted = start;
   }
 
-  queryDirtyBitmap(iova: bigint, size: bigint, pageSize: bigint): Uint8Array {
-    const bytes = bitmapBytes(size, pageSize);
-    if (!this.info.dirtyPagesSupported || !this.dirtyPagesStarted) return new Uint8Array(bytes).fill(0xff);
+  protected readDirtyBitmap(iova: bigint, size: bigint, pageSize: bigint, va: bigint): void {
     const H = vfio_iommu_type1_dirty_bitmap;
     const buf = new Uint8Array(H.size + vfio_iommu_type1_dirty_bitmap_get.size);
     const hdr = H.view(buf).reset();
     hdr.argsz = buf.byteLength;
     hdr.flags = VFIO_IOMMU_DIRTY_PAGES_FLAG.GET_BITMAP;
     const get = vfio_iommu_type1_dirty_bitmap_get.view(buf, H.size);
-    try {
-      return withScratch(this.host.port, bytes, (va, mem) => {
-        get.iova = iova;
-        get.size = size;
-        get.bitmap_pgsize = pageSize;
-        get.bitmap_size = BigInt(bytes);
-        get.bitmap_data = va;
-        this.host.port.ioctl(this.file.value, VFIO_IOMMU_DIRTY_PAGES, buf);
-        return mem.slice(0, bytes);
-      });
-    } catch (e) {
-      throw VfioError.wrap(e, { op: 'query_dirty_bitmap', iova, size, target: this.describe() });
-    }
+    get.iova = iova;
+    get.size = size;
+    get.bitmap_pgsize = pageSize;
+    get.bitmap_size = BigInt(bitmapBytes(size, pageSize));
+    get.bitmap_data = va;
+    this.host.port.ioctl(this.file.value, VFIO_IOMMU_DIRTY_PAGES, buf);
   }
 
   /**
@@ -473,16 +455,9 @@ export class LegacyContainer implements ContainerBackend {
     }
   }
 
-  destroy(): void {
+  /** Groups with no device (a failed attach) leave too; the last one closes the container. */
+  protected release(): void {
     const errors: unknown[] = [];
-    for (const dev of [...this.devices]) {
-      try {
-        dev.close();
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-    // Groups with no device (a failed attach) leave too; the last one closes the container.
     for (const g of [...this.groups]) {
       try {
         vfioGroupPut(this.host, g);
@@ -491,7 +466,7 @@ export class LegacyContainer implements ContainerBackend {
       }
     }
     if (!this.destroyed) this.close();
-    if (errors.length) throw VfioError.wrap(errors[0], { op: 'destroy', target: this.describe() });
+    if (errors.length) throw errors[0];
   }
 
   private close(): void {
