@@ -13,7 +13,7 @@ import { vfioDeviceAttach, type VfioDevice } from '../backends/device.js';
 import { vfioDiscoverDevice } from '../backends/discovery.js';
 import { VfioError, formatRange } from '../backends/errors.js';
 import type { VfioHost } from '../backends/host.js';
-import { IommufdBackend, IommufdContainer } from '../backends/iommufd.js';
+import { IommufdBackend } from '../backends/iommufd.js';
 import { vfioSelectBackend, type IommufdOption } from '../backends/select.js';
 import { IntervalMap } from '../common/interval-map.js';
 import { addressSpaceMachine, containerMachine, deviceMachine } from '../machines/index.js';
@@ -479,7 +479,8 @@ export class AddressSpace {
     }
     let copied = 0;
     const t0 = performance.now();
-    const source = work.replay ? this.copySource(rec) : null;
+    const copyFrom = work.replay ? this.copySource(rec) : null;
+    const source = copyFrom?.rec ?? null;
     let ops = plan.ops;
     let results: OpResult[];
     // Reliability row 23: no batch goes to an fd that is no longer the file the backend opened.
@@ -512,7 +513,7 @@ export class AddressSpace {
       };
       const copies = ops.filter(same);
       const maps = ops.filter((o) => !same(o));
-      const srcIoas = (source.backend as IommufdContainer).ioasId;
+      const srcIoas = copyFrom!.ioasId;
       // One lane per op (all disjoint), packed over the workers; results come back by index.
       const runAll = async (list: typeof ops, copy: boolean): Promise<OpResult[]> => {
         const idx = packLanes(
@@ -612,14 +613,15 @@ export class AddressSpace {
     return { applied: mapped + unmapped, mapped, unmapped };
   }
 
-  /** An idle, initialized iommufd container on the same object to IOAS_COPY a replay from. */
-  private copySource(rec: ContainerRec): ContainerRec | null {
-    if (!(rec.backend instanceof IommufdContainer)) return null;
+  /** An idle, initialized container to IOAS_COPY a replay from, with its IOAS id. */
+  private copySource(rec: ContainerRec): { rec: ContainerRec; ioasId: number } | null {
     for (const c of this.containers.values()) {
-      if (c === rec || !(c.backend instanceof IommufdContainer)) continue;
-      if (c.backend.backend !== rec.backend.backend || c.backend.destroyed) continue;
+      if (c === rec) continue;
+      const ioasId = rec.backend.copySourceIoas(c.backend);
+      if (ioasId === null) continue;
       const s = c.actor.getSnapshot();
-      if (s.status === 'active' && s.matches('ready') && s.context.initialized && !s.context.failed) return c;
+      if (s.status === 'active' && s.matches('ready') && s.context.initialized && !s.context.failed)
+        return { rec: c, ioasId };
     }
     return null;
   }

@@ -59,6 +59,12 @@ export interface ContainerBackend {
   dmaUnmap(iova: bigint, size: bigint, opts?: { unmapAll?: boolean }): bigint;
   /** What the data plane needs to issue DMA ioctls for this container from a worker thread. */
   dataplaneTarget(): DmaTarget;
+  /**
+   * The IOAS to IOMMU_IOAS_COPY from when `other` replays into this container: its IOAS id
+   * when both are IOASes of one iommufd object and it is not destroyed; else null (type1 has
+   * no copy).
+   */
+  copySourceIoas(other: ContainerBackend): number | null;
 
   // --- migration feature
   /** Starts or stops dirty page tracking; a no-op when unsupported or already in that state. */

@@ -480,6 +480,15 @@ export class IommufdContainer extends ContainerBase implements ContainerBackend 
     }
   }
 
+  copySourceIoas(other: ContainerBackend): number | null {
+    return other instanceof IommufdContainer &&
+      other !== this &&
+      other.backend === this.backend &&
+      !other.destroyed
+      ? other.ioasId
+      : null;
+  }
+
   dataplaneTarget(): DmaTarget {
     return { kind: 'iommufd', iommufd: this.backend.fd, ioasId: this.ioasId } satisfies DmaTarget;
   }

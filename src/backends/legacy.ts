@@ -393,6 +393,10 @@ export class LegacyContainer extends ContainerBase implements ContainerBackend {
     }
   }
 
+  copySourceIoas(): number | null {
+    return null;
+  }
+
   dataplaneTarget(): DmaTarget {
     return this.liveTarget();
   }
