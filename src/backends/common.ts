@@ -84,7 +84,7 @@ export class OwnedFd {
   }
 
   /** Whether the fd still refers to the file opened; marks it lost when it does not. */
-  check(): boolean {
+  fdUsable(): boolean {
     if (this.lost) return false;
     if (this.link === null) return true;
     const now = fdLink(this.port, this.fd);
@@ -101,7 +101,7 @@ export class OwnedFd {
 
   /** close(2), unless the number is no longer this file's (then it is someone else's to close). */
   close(): void {
-    if (this.check()) this.port.close(this.fd);
+    if (this.fdUsable()) this.port.close(this.fd);
   }
 }
 

@@ -28,6 +28,31 @@ export abstract class ContainerBase {
   /** How errors name the container ("legacy container fd 7", "iommufd IOAS 2"). */
   abstract describe(): string;
 
+  /**
+   * The fd that is the container's (reliability row 23): legacy its /dev/vfio/vfio, iommufd
+   * its object's /dev/iommu, whose loss loses every IOAS in it.
+   */
+  protected abstract get watched(): {
+    readonly lost: VfioError | null;
+    fdUsable(): boolean;
+    markLost(cause: unknown): unknown;
+  };
+
+  /** Why the container's fd is lost (errno EBADF), or null. */
+  get lost(): VfioError | null {
+    return this.watched.lost;
+  }
+
+  /** Whether the fd is still the file the backend opened (and not lost); marks it lost when not. */
+  fdUsable(): boolean {
+    return this.watched.fdUsable();
+  }
+
+  /** Marks the fd lost: an ioctl on it answered EBADF. */
+  markLost(cause: unknown): void {
+    this.watched.markLost(cause);
+  }
+
   /** Starts or stops dirty page tracking; a no-op when unsupported or already in that state. */
   setDirtyPageTracking(start: boolean): void {
     if (!this.info.dirtyPagesSupported || this.dirtyPagesStarted === start) return;

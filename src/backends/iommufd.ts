@@ -101,7 +101,7 @@ export class IommufdBackend {
    * object with the file, once the devices bound to it close.
    */
   fdUsable(): boolean {
-    return this.file?.check() ?? false;
+    return this.file?.fdUsable() ?? false;
   }
 
   /** iommufd_backend_connect(): one more user; opens /dev/iommu for the first. */
@@ -304,16 +304,8 @@ export class IommufdContainer extends ContainerBase implements ContainerBackend 
   }
 
   /** The object's fd is the container's: losing it loses every IOAS in it. */
-  get lost(): VfioError | null {
-    return this.backend.lost;
-  }
-
-  fdUsable(): boolean {
-    return this.backend.fdUsable();
-  }
-
-  markLost(cause: unknown): void {
-    this.backend.markLost(cause);
+  protected get watched(): IommufdBackend {
+    return this.backend;
   }
 
   /**

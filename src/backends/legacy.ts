@@ -187,16 +187,8 @@ export class LegacyContainer extends ContainerBase implements ContainerBackend {
     return this.file.fd;
   }
 
-  get lost(): VfioError | null {
-    return this.file.lost;
-  }
-
-  markLost(cause: unknown): void {
-    this.file.markLost(cause);
-  }
-
-  fdUsable(): boolean {
-    return this.file.check();
+  protected get watched(): OwnedFd {
+    return this.file;
   }
 
   // The DMA target, or the lost error: a lost fd's number may be another file's by now.
