@@ -68,8 +68,8 @@ export function parseKernelVmArgs(argv: readonly string[]): KernelVmArgs {
       memory = v;
     } else out = v;
   }
-  // Under TCG the guest's CPU is emulated (JS runs some 50x slower than on the host): at the
-  // documented sizes the storm and the million-mapping scale case alone take over an hour.
+  // Under TCG the guest's CPU is emulated (the engine's work per region some 15x the host's):
+  // the documented sizes are ten times the default run's work, an estimated 40 minutes or more.
   if (!bench.some((a) => a === '--scale' || a.startsWith('--scale=')))
     bench.push('--scale', String(VM_SCALE));
   return { variants, tcg, memory, out, bench };
