@@ -109,10 +109,13 @@ export function gridSection(i: number, size: bigint, ramBytes: bigint): Section 
   return { iova: BASE + BigInt(i) * size, size, offset: (2n * BigInt(i) * size) % ramBytes };
 }
 
-/** The RAM a grid of `count` sections of `size` needs: twice their bytes, at most `cap` (a power-of-two multiple of 2 size). */
-export function gridRam(count: number, size: bigint, cap: bigint): bigint {
+/**
+ * The RAM a grid of `count` sections of `size` needs: twice their bytes, and on the real
+ * kernel at most LINUX_GRID_RAM (a power-of-two multiple of 2 size; sections beyond share pages).
+ */
+export function gridRam(count: number, size: bigint, kernel: BenchKernel): bigint {
   const want = 2n * BigInt(count) * size;
-  return want < cap ? want : cap;
+  return kernel === 'linux' && want > LINUX_GRID_RAM ? LINUX_GRID_RAM : want;
 }
 
 /** The most guest RAM a grid gets on the real kernel (sections beyond it share pages). */

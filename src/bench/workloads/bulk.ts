@@ -7,7 +7,6 @@
 import { floorModes } from '../floor.js';
 import {
   KiB,
-  LINUX_GRID_RAM,
   MiB,
   gridRam,
   gridSection,
@@ -44,7 +43,7 @@ export const bulk: Workload = {
         const count = scaled(shape.count, ctx.scale);
         const name = shapeName(count, shape.size);
         ctx.step(`bulk ${name} ${backend}`);
-        const ramBytes = gridRam(count, shape.size, ctx.kernel === 'linux' ? LINUX_GRID_RAM : 1n << 50n);
+        const ramBytes = gridRam(count, shape.size, ctx.kernel);
         const sections = Array.from({ length: count }, (_, i) => gridSection(i, shape.size, ramBytes));
         const base = { case: name, metric: 'ops/s' as const, n: count, backend };
         const record = (mode: string, t: { map: number; unmap: number }) => {

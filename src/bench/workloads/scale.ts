@@ -3,17 +3,7 @@
  * mappings in an iommufd container (type1 stops at 65,535): how a transaction's cost grows
  * with the table.
  */
-import {
-  KiB,
-  LINUX_GRID_RAM,
-  commitOk,
-  gridRam,
-  gridSection,
-  openRig,
-  scaled,
-  seconds,
-  type Workload,
-} from '../rig.js';
+import { KiB, commitOk, gridRam, gridSection, openRig, scaled, seconds, type Workload } from '../rig.js';
 
 const LIVE = [1_000, 100_000, 1_000_000];
 const TXNS = 20;
@@ -32,7 +22,7 @@ export const scale: Workload = {
       const live = scaled(full, ctx.scale, 10);
       const name = `${live.toLocaleString('en-US')} live`;
       ctx.step(`scale ${name}`);
-      const ramBytes = gridRam(live + TXNS + 1, size, ctx.kernel === 'linux' ? LINUX_GRID_RAM : 1n << 50n);
+      const ramBytes = gridRam(live + TXNS + 1, size, ctx.kernel);
       const region = (i: number) => rig.region(gridSection(i, size, ramBytes));
       const rig = await openRig(ctx, ramBytes);
       try {

@@ -8,7 +8,6 @@
 import type { EngineEvent } from '../../actors/events.js';
 import {
   KiB,
-  LINUX_GRID_RAM,
   MiB,
   commitOk,
   expectTables,
@@ -37,7 +36,7 @@ export const secondContainer: Workload = {
     for (const shape of SHAPES) {
       const count = scaled(shape.count, ctx.scale);
       const name = shapeName(count, shape.size);
-      const ramBytes = gridRam(count, shape.size, ctx.kernel === 'linux' ? LINUX_GRID_RAM : 1n << 50n);
+      const ramBytes = gridRam(count, shape.size, ctx.kernel);
       for (const mode of ['map', 'copy'] as const) {
         ctx.step(`second-container ${name} ${mode}`);
         const rig = await openRig(ctx, ramBytes);

@@ -7,7 +7,6 @@
 import { floorOpsMode } from '../floor.js';
 import {
   KiB,
-  LINUX_GRID_RAM,
   commitOk,
   gridRam,
   gridSection,
@@ -40,7 +39,7 @@ export const storm: Workload = {
     const regions = sizes.reduce((a, b) => a + b, 0);
     const size = 4n * KiB;
     const name = `${txns.toLocaleString('en-US')} txns`;
-    const ramBytes = gridRam(regions, size, ctx.kernel === 'linux' ? LINUX_GRID_RAM : 1n << 50n);
+    const ramBytes = gridRam(regions, size, ctx.kernel);
     const section = (i: number) => gridSection(i, size, ramBytes);
     // The storm's ops in order (map k, unmap the previous k): the baselines issue them one each.
     const ops: OpListItem[] = [];
